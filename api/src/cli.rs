@@ -1,0 +1,329 @@
+//! The `roster` command line: run the service, migrate, and administer tenants and keys.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use chrono::{Duration as ChronoDuration, Utc};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use sqlx::PgPool;
+use tenancy::audit::{self, AuditEvent};
+use tenancy::cache::KeyCache;
+use tenancy::keys::IssuedKey;
+use tenancy::{tenants, Tenant};
+
+use crate::config::{LogConfig, MigrateConfig, ServeConfig, StoreConfig};
+use crate::state::connect_redis;
+use crate::{openapi, server, telemetry};
+
+/// Multi-tenant SCIM 2.0 provisioning from Microsoft Entra ID into FusionAuth.
+#[derive(Debug, Parser)]
+#[command(name = "roster", version)]
+struct Cli {
+    #[command(flatten)]
+    log: LogConfig,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the SCIM and admin APIs.
+    Serve(ServeConfig),
+    /// Bring the control schema and every tenant schema up to date.
+    Migrate(MigrateConfig),
+    /// Print the OpenAPI document.
+    Openapi,
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage service-account API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Local demo: migrate, create or reuse the `demo` tenant, issue a key, print it, serve.
+    Dev(ServeConfig),
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    /// Create a tenant with its own schema.
+    Create {
+        /// `[a-z0-9][a-z0-9-]{1,62}`, used in `/scim/v2/<slug>`.
+        slug: String,
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        store: StoreConfig,
+    },
+    /// List tenants.
+    List {
+        #[command(flatten)]
+        store: StoreConfig,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Issue a key for a service account; the key is printed once.
+    Issue {
+        slug: String,
+        /// The service account the key belongs to, e.g. `entra-provisioning`.
+        #[arg(long)]
+        name: String,
+        /// Days until the key expires (default: never).
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+        #[command(flatten)]
+        store: StoreConfig,
+    },
+    /// Revoke a key by id or visible prefix; every replica refuses it within 2 seconds.
+    Revoke {
+        slug: String,
+        key: String,
+        #[command(flatten)]
+        store: StoreConfig,
+    },
+    /// List a tenant's keys (never the keys themselves).
+    List {
+        slug: String,
+        #[command(flatten)]
+        store: StoreConfig,
+    },
+}
+
+/// Parses the command line, runs the command, and turns failures into a message and exit 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(&cli.log);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(config) => server::serve(&config).await,
+        Command::Migrate(config) => migrate(&config).await,
+        Command::Openapi => {
+            println!("{}", openapi::spec_json());
+            Ok(())
+        }
+        Command::Tenant(command) => tenant(command).await,
+        Command::Key(command) => key(command).await,
+        Command::Dev(config) => dev(config).await,
+    }
+}
+
+fn cli_actor() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned())
+    )
+}
+
+async fn connect(store: &StoreConfig) -> anyhow::Result<PgPool> {
+    let pool = tenancy::db::connect(&store.db())
+        .await
+        .context("cannot connect to Postgres")?;
+    tenancy::migrate::ensure_control_current(&pool).await?;
+    Ok(pool)
+}
+
+async fn migrate(config: &MigrateConfig) -> anyhow::Result<()> {
+    let pool = tenancy::db::connect(&config.store.db())
+        .await
+        .context("cannot connect to Postgres")?;
+    tenancy::migrate::migrate_control(&pool).await?;
+    let report = tenancy::migrate::migrate_tenants(
+        &pool,
+        &tenancy::migrate::TENANT,
+        config.migrate_concurrency,
+    )
+    .await?;
+    println!(
+        "control schema current; tenants migrated: {}, already current: {}, failed: {}",
+        report.migrated,
+        report.already_current,
+        report.failed.len()
+    );
+    if !report.failed.is_empty() {
+        anyhow::bail!(
+            "{} tenant(s) failed to migrate; run `roster migrate` again to resume",
+            report.failed.len()
+        );
+    }
+    Ok(())
+}
+
+async fn tenant(command: TenantCommand) -> anyhow::Result<()> {
+    match command {
+        TenantCommand::Create { slug, name, store } => {
+            let pool = connect(&store).await?;
+            let tenant = create_tenant(&pool, &slug, &name).await?;
+            println!("created tenant {} ({})", tenant.slug, tenant.id);
+        }
+        TenantCommand::List { store } => {
+            let pool = connect(&store).await?;
+            let mut after: Option<String> = None;
+            println!("{:<40} {:<10} {:<36} NAME", "SLUG", "STATUS", "ID");
+            loop {
+                let page = tenants::list(&pool, after.as_deref(), 500).await?;
+                for t in &page {
+                    let status = format!("{:?}", t.status).to_lowercase();
+                    println!("{:<40} {:<10} {:<36} {}", t.slug, status, t.id, t.name);
+                }
+                match page.last() {
+                    Some(last) if page.len() == 500 => after = Some(last.slug.clone()),
+                    _ => break,
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn create_tenant(pool: &PgPool, slug: &str, name: &str) -> anyhow::Result<Tenant> {
+    let tenant = tenants::create(pool, slug, name).await?;
+    audit::record(
+        pool,
+        AuditEvent {
+            actor: &cli_actor(),
+            action: "tenant.create",
+            tenant_id: Some(tenant.id),
+            target: Some(tenant.slug.clone()),
+            detail: json!({ "name": tenant.name }),
+        },
+    )
+    .await?;
+    Ok(tenant)
+}
+
+async fn key(command: KeyCommand) -> anyhow::Result<()> {
+    match command {
+        KeyCommand::Issue {
+            slug,
+            name,
+            expires_in_days,
+            store,
+        } => {
+            let pool = connect(&store).await?;
+            let tenant = tenants::require_by_slug(&pool, &slug).await?;
+            let expires_at =
+                expires_in_days.map(|days| Utc::now() + ChronoDuration::days(i64::from(days)));
+            let issued = issue_key(&pool, &tenant, &name, expires_at).await?;
+            println!("key {} for {} / {}", issued.prefix, tenant.slug, name);
+            println!("{}", issued.secret);
+            eprintln!("(shown once: store it now; Roster keeps only a hash)");
+        }
+        KeyCommand::Revoke { slug, key, store } => {
+            let pool = connect(&store).await?;
+            let tenant = tenants::require_by_slug(&pool, &slug).await?;
+            let revoked = tenancy::keys::revoke(&pool, tenant.id, &key).await?;
+            audit::record(
+                &pool,
+                AuditEvent {
+                    actor: &cli_actor(),
+                    action: "key.revoke",
+                    tenant_id: Some(tenant.id),
+                    target: Some(revoked.prefix.clone()),
+                    detail: json!({ "key_id": revoked.id }),
+                },
+            )
+            .await?;
+            let redis = connect_redis(store.redis_url.expose()).await?;
+            KeyCache::new(pool, redis).invalidate_all().await;
+            println!("revoked key {} of {}", revoked.prefix, tenant.slug);
+        }
+        KeyCommand::List { slug, store } => {
+            let pool = connect(&store).await?;
+            let tenant = tenants::require_by_slug(&pool, &slug).await?;
+            println!(
+                "{:<14} {:<24} {:<22} {:<22} STATE",
+                "PREFIX", "SERVICE ACCOUNT", "CREATED", "LAST USED"
+            );
+            for k in tenancy::keys::list(&pool, tenant.id).await? {
+                let state = match (k.revoked_at, k.expires_at) {
+                    (Some(_), _) => "revoked",
+                    (None, Some(at)) if at <= Utc::now() => "expired",
+                    _ => "active",
+                };
+                let last_used = k
+                    .last_used_at
+                    .map_or("never".to_owned(), |at| at.to_rfc3339());
+                println!(
+                    "{:<14} {:<24} {:<22} {:<22} {state}",
+                    k.prefix,
+                    k.service_account,
+                    k.created_at.format("%Y-%m-%d %H:%M:%S"),
+                    last_used
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn issue_key(
+    pool: &PgPool,
+    tenant: &Tenant,
+    service_account: &str,
+    expires_at: Option<chrono::DateTime<Utc>>,
+) -> anyhow::Result<IssuedKey> {
+    let issued = tenancy::keys::issue(pool, tenant.id, service_account, expires_at).await?;
+    audit::record(
+        pool,
+        AuditEvent {
+            actor: &cli_actor(),
+            action: "key.issue",
+            tenant_id: Some(tenant.id),
+            target: Some(issued.prefix.clone()),
+            detail: json!({ "service_account": service_account, "expires_at": expires_at }),
+        },
+    )
+    .await?;
+    Ok(issued)
+}
+
+async fn dev(config: ServeConfig) -> anyhow::Result<()> {
+    migrate(&MigrateConfig {
+        store: config.store.clone(),
+        migrate_concurrency: 4,
+    })
+    .await?;
+    let pool = connect(&config.store).await?;
+    let tenant = match tenants::get_by_slug(&pool, "demo").await? {
+        Some(tenant) => tenant,
+        None => create_tenant(&pool, "demo", "Demo tenant").await?,
+    };
+    let issued = issue_key(&pool, &tenant, "entra-demo", None).await?;
+
+    let running = server::start(&config).await?;
+    let base = &running.state.public_url;
+    println!();
+    println!("Roster is running at {base}");
+    println!("  SCIM base URL (tenant from key): {base}/scim/v2");
+    println!(
+        "  SCIM base URL (per tenant):      {base}/scim/v2/{}",
+        tenant.slug
+    );
+    println!("  Secret token for tenant demo:    {}", issued.secret);
+    println!("  API docs:                        {base}/docs");
+    println!();
+    println!(
+        "Try: curl -H 'Authorization: Bearer {}' {base}/scim/v2/ServiceProviderConfig",
+        issued.secret
+    );
+    println!();
+    server::wait_for_shutdown(running).await
+}

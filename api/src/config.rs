@@ -1,0 +1,157 @@
+//! Every `ROSTER_*` environment variable, documented in one place.
+//!
+//! `roster --help` and `roster serve --help` print the same text. Values marked secret are
+//! never printed: not by `--help`, not by `Debug`, not in logs.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Args;
+
+/// A configuration value that must never be printed.
+#[derive(Clone, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(raw.to_owned()))
+    }
+}
+
+/// Where Postgres and Redis are. Every command that touches the database needs these.
+#[derive(Debug, Clone, Args)]
+pub struct StoreConfig {
+    /// Postgres URL (secret: may hold a password). The database is created when missing.
+    #[arg(
+        long,
+        env = "ROSTER_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/roster",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub database_url: Secret,
+
+    /// Most connections in the shared pool (all tenants share it).
+    #[arg(long, env = "ROSTER_DB_MAX_CONNECTIONS", default_value_t = 20)]
+    pub db_max_connections: u32,
+
+    /// How long a request waits for a pooled connection before answering 503.
+    #[arg(long, env = "ROSTER_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 2000)]
+    pub db_acquire_timeout_ms: u64,
+
+    /// Redis URL (secret: may hold a password). Empty runs single-node, with in-process key
+    /// caching and rate limits.
+    #[arg(
+        long,
+        env = "ROSTER_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub redis_url: Secret,
+}
+
+impl StoreConfig {
+    pub fn db(&self) -> tenancy::db::DbConfig {
+        tenancy::db::DbConfig {
+            url: self.database_url.expose().to_owned(),
+            max_connections: self.db_max_connections,
+            acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
+        }
+    }
+}
+
+/// How `roster serve` behaves.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    #[command(flatten)]
+    pub store: StoreConfig,
+
+    /// Address to listen on.
+    #[arg(long, env = "ROSTER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// The externally visible base URL, used in `Location` headers and `meta.location`.
+    /// Defaults to `http://<listen address>`.
+    #[arg(long, env = "ROSTER_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "ROSTER_BODY_LIMIT_BYTES", default_value_t = 1_048_576)]
+    pub body_limit_bytes: usize,
+
+    /// Seconds to drain in-flight requests after SIGTERM or Ctrl-C.
+    #[arg(long, env = "ROSTER_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+
+    /// SCIM requests per second per tenant unless the tenant sets its own (Entra needs 25).
+    #[arg(long, env = "ROSTER_DEFAULT_RATE_LIMIT", default_value = "200")]
+    pub default_rate_limit: NonZeroU32,
+
+    /// Failed authentications allowed per client address per minute before it gets 429.
+    #[arg(long, env = "ROSTER_AUTH_FAILURES_PER_MINUTE", default_value = "30")]
+    pub auth_failures_per_minute: NonZeroU32,
+
+    /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
+    #[arg(long, env = "ROSTER_TRUST_FORWARDED_FOR", default_value_t = false)]
+    pub trust_forwarded_for: bool,
+}
+
+impl ServeConfig {
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+}
+
+/// How logs are written; shared by every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log pipelines.
+    #[arg(long, env = "ROSTER_LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: LogFormat,
+
+    /// Which events to log, in `tracing` filter syntax (e.g. `info,api=debug`).
+    #[arg(long, env = "ROSTER_LOG", default_value = "info", global = true)]
+    pub log: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How `roster migrate` runs.
+#[derive(Debug, Clone, Args)]
+pub struct MigrateConfig {
+    #[command(flatten)]
+    pub store: StoreConfig,
+
+    /// Tenant schemas migrated at once.
+    #[arg(long, env = "ROSTER_MIGRATE_CONCURRENCY", default_value_t = 8)]
+    pub migrate_concurrency: usize,
+}

@@ -1,0 +1,5 @@
+//! The `roster` binary.
+
+fn main() -> std::process::ExitCode {
+    api::cli::main()
+}

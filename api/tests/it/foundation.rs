@@ -1,0 +1,577 @@
+//! Tenancy, authentication, caching and limits, through the real server.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use reqwest::Method;
+use tenancy::tenants::{self, SettingsUpdate, TenantStatus};
+
+use crate::helpers::{spawn_app, spawn_app_with, unique_slug};
+
+const SPC: &str = "/ServiceProviderConfig";
+
+#[tokio::test]
+async fn both_scim_bases_serve_the_keys_tenant() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant().await;
+    let key = Some(tenant.key.secret.as_str());
+
+    let per_tenant = app.scim_get(&tenant, SPC).await;
+    let from_key = app
+        .request(Method::GET, "/scim/v2/ServiceProviderConfig", key, None)
+        .await;
+
+    for reply in [&per_tenant, &from_key] {
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(reply.header("content-type"), Some("application/scim+json"));
+        assert_eq!(reply.body["patch"]["supported"], true);
+    }
+    let location = per_tenant.body["meta"]["location"].as_str().unwrap();
+    assert!(location.ends_with(&format!(
+        "/scim/v2/{}/ServiceProviderConfig",
+        tenant.tenant.slug
+    )));
+}
+
+#[tokio::test]
+async fn keys_work_only_for_their_own_tenant() {
+    let app = spawn_app().await;
+    let a = app.create_tenant().await;
+    let b = app.create_tenant().await;
+
+    let url = format!("/scim/v2/{}{SPC}", b.tenant.slug);
+    let reply = app
+        .request(Method::GET, &url, Some(&a.key.secret), None)
+        .await;
+
+    reply.assert_scim_error(401);
+    assert_eq!(
+        reply.header("www-authenticate"),
+        Some("Bearer realm=\"roster\"")
+    );
+}
+
+#[tokio::test]
+async fn missing_malformed_unknown_revoked_and_expired_keys_are_refused() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant().await;
+    let url = format!("/scim/v2/{}{SPC}", tenant.tenant.slug);
+    let revoked = tenancy::keys::issue(&app.pool, tenant.tenant.id, "old", None)
+        .await
+        .unwrap();
+    tenancy::keys::revoke(&app.pool, tenant.tenant.id, &revoked.prefix)
+        .await
+        .unwrap();
+    let expired = tenancy::keys::issue(
+        &app.pool,
+        tenant.tenant.id,
+        "temp",
+        Some(Utc::now() - chrono::Duration::seconds(1)),
+    )
+    .await
+    .unwrap();
+
+    let no_key = app.request(Method::GET, &url, None, None).await;
+    let unknown = app
+        .request(Method::GET, &url, Some("rst_not-a-real-key"), None)
+        .await;
+    let revoked = app
+        .request(Method::GET, &url, Some(&revoked.secret), None)
+        .await;
+    let expired = app
+        .request(Method::GET, &url, Some(&expired.secret), None)
+        .await;
+    let basic = app
+        .client
+        .get(format!("{}{url}", app.base))
+        .basic_auth("entra", Some(&tenant.key.secret))
+        .send()
+        .await
+        .unwrap();
+
+    for reply in [no_key, unknown, revoked, expired] {
+        reply.assert_scim_error(401);
+    }
+    assert_eq!(basic.status(), 401);
+}
+
+#[tokio::test]
+async fn several_keys_of_a_tenant_work_at_once_for_rotation() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant().await;
+    let second = tenancy::keys::issue(&app.pool, tenant.tenant.id, "entra-new", None)
+        .await
+        .unwrap();
+    let url = format!("/scim/v2/{}{SPC}", tenant.tenant.slug);
+
+    let old = app
+        .request(Method::GET, &url, Some(&tenant.key.secret), None)
+        .await;
+    let new = app
+        .request(Method::GET, &url, Some(&second.secret), None)
+        .await;
+
+    assert_eq!(old.status, 200);
+    assert_eq!(new.status, 200);
+}
+
+#[tokio::test]
+async fn a_suspended_tenant_gets_403_and_resumes() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant().await;
+
+    tenants::set_status(&app.pool, tenant.tenant.id, TenantStatus::Suspended)
+        .await
+        .unwrap();
+    app.running.state.keys.invalidate_all().await;
+    let suspended = app.scim_get(&tenant, SPC).await;
+    tenants::set_status(&app.pool, tenant.tenant.id, TenantStatus::Active)
+        .await
+        .unwrap();
+    app.running.state.keys.invalidate_all().await;
+    let resumed = app.scim_get(&tenant, SPC).await;
+
+    suspended.assert_scim_error(403);
+    assert!(suspended.body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("suspended"));
+    assert_eq!(resumed.status, 200);
+}
+
+#[tokio::test]
+async fn a_deleted_tenants_keys_stop_working_at_once() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant().await;
+    assert_eq!(app.scim_get(&tenant, SPC).await.status, 200);
+
+    tenants::delete(&app.pool, tenant.tenant.id).await.unwrap();
+    app.running.state.keys.invalidate_all().await;
+    let reply = app
+        .request(
+            Method::GET,
+            "/scim/v2/ServiceProviderConfig",
+            Some(&tenant.key.secret),
+            None,
+        )
+        .await;
+
+    reply.assert_scim_error(401);
+    let schema_left: bool = sqlx::query_scalar(
+        "select exists (select 1 from information_schema.schemata where schema_name = $1)",
+    )
+    .bind(tenant.tenant.schema.as_str())
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(!schema_left, "the tenant's schema was not dropped");
+}
+
+#[tokio::test]
+async fn revocation_reaches_a_second_replica_within_two_seconds() {
+    let first = spawn_app().await;
+    let second = spawn_app().await;
+    let tenant = first.create_tenant().await;
+    let url = format!("/scim/v2/{}{SPC}", tenant.tenant.slug);
+    let key = Some(tenant.key.secret.as_str());
+    assert_eq!(
+        second.request(Method::GET, &url, key, None).await.status,
+        200
+    );
+    assert_eq!(
+        first.request(Method::GET, &url, key, None).await.status,
+        200
+    );
+
+    tenancy::keys::revoke(&first.pool, tenant.tenant.id, &tenant.key.prefix)
+        .await
+        .unwrap();
+    first.running.state.keys.invalidate_all().await;
+    let revoked_at = Instant::now();
+
+    loop {
+        let reply = second.request(Method::GET, &url, key, None).await;
+        if reply.status == 401 {
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(2),
+            "the second replica still accepted the revoked key after 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first
+        .request(Method::GET, &url, key, None)
+        .await
+        .assert_scim_error(401);
+}
+
+#[tokio::test]
+async fn with_redis_unreachable_authenticated_requests_are_still_served() {
+    let app = spawn_app_with(|config| {
+        config.store.redis_url = "redis://127.0.0.1:1".parse().unwrap();
+    })
+    .await;
+    let tenant = app.create_tenant().await;
+
+    let scim = app.scim_get(&tenant, SPC).await;
+    let ready = app.request(Method::GET, "/readyz", None, None).await;
+    let bad_key = app
+        .request(
+            Method::GET,
+            "/scim/v2/ServiceProviderConfig",
+            Some("rst_nope"),
+            None,
+        )
+        .await;
+
+    assert_eq!(scim.status, 200, "{scim:?}");
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.body["redis"], "degraded");
+    assert_eq!(ready.body["postgres"], "ok");
+    bad_key.assert_scim_error(401);
+}
+
+#[tokio::test]
+async fn without_redis_configured_the_service_runs_single_node() {
+    let app = spawn_app_with(|config| config.store.redis_url = "".parse().unwrap()).await;
+    let tenant = app.create_tenant().await;
+
+    let scim = app.scim_get(&tenant, SPC).await;
+    let ready = app.request(Method::GET, "/readyz", None, None).await;
+
+    assert_eq!(scim.status, 200);
+    assert_eq!(ready.body["redis"], "disabled");
+}
+
+async fn assert_rate_limited(app: &crate::helpers::TestApp) {
+    let tenant = app.create_tenant().await;
+    let update = SettingsUpdate {
+        rate_limit_per_sec: Some(Some(3)),
+        ..SettingsUpdate::default()
+    };
+    tenants::update_settings(&app.pool, tenant.tenant.id, &update)
+        .await
+        .unwrap();
+    let tenant = crate::helpers::TestTenant {
+        tenant: tenants::get(&app.pool, tenant.tenant.id)
+            .await
+            .unwrap()
+            .unwrap(),
+        key: tenant.key,
+    };
+
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for _ in 0..10 {
+        let reply = app.scim_get(&tenant, SPC).await;
+        statuses.push(reply.status.as_u16());
+        if reply.status == 429 {
+            limited = Some(reply);
+            break;
+        }
+    }
+
+    let limited = limited.unwrap_or_else(|| panic!("never limited: {statuses:?}"));
+    limited.assert_scim_error(429);
+    let retry_after: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
+    assert!(
+        statuses.iter().filter(|s| **s == 200).count() >= 3,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn over_the_tenant_rate_limit_is_429_with_retry_after_through_redis() {
+    let app = spawn_app().await;
+    assert_rate_limited(&app).await;
+}
+
+#[tokio::test]
+async fn over_the_tenant_rate_limit_is_429_in_process_without_redis() {
+    let app = spawn_app_with(|config| config.store.redis_url = "".parse().unwrap()).await;
+    assert_rate_limited(&app).await;
+}
+
+#[tokio::test]
+async fn the_rate_limit_is_shared_by_replicas_through_redis() {
+    let first = spawn_app().await;
+    let second = spawn_app().await;
+    let tenant = first.create_tenant().await;
+    let update = SettingsUpdate {
+        rate_limit_per_sec: Some(Some(4)),
+        ..SettingsUpdate::default()
+    };
+    tenants::update_settings(&first.pool, tenant.tenant.id, &update)
+        .await
+        .unwrap();
+    let url = format!("/scim/v2/{}{SPC}", tenant.tenant.slug);
+    let key = Some(tenant.key.secret.as_str());
+
+    let mut allowed = 0;
+    for round in 0..6 {
+        let app = if round % 2 == 0 { &first } else { &second };
+        if app.request(Method::GET, &url, key, None).await.status == 200 {
+            allowed += 1;
+        }
+    }
+
+    assert!(
+        allowed <= 5,
+        "{allowed} of 6 allowed with a shared budget of 4/s"
+    );
+}
+
+#[tokio::test]
+async fn failed_authentications_are_limited_per_client_address() {
+    let app = spawn_app_with(|config| {
+        config.auth_failures_per_minute = 3.try_into().unwrap();
+        config.trust_forwarded_for = true;
+    })
+    .await;
+    let tenant = app.create_tenant().await;
+    let url = format!("/scim/v2/{}{SPC}", tenant.tenant.slug);
+    let send = |address: &'static str, key: String| {
+        let request = app
+            .client
+            .get(format!("{}{url}", app.base))
+            .bearer_auth(key)
+            .header("x-forwarded-for", address);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+
+    let mut attacker = Vec::new();
+    for _ in 0..5 {
+        attacker.push(send("198.51.100.7", "rst_guess".to_owned()).await);
+    }
+    let attacker_valid = send("198.51.100.7", tenant.key.secret.clone()).await;
+    let neighbour = send("198.51.100.8", tenant.key.secret.clone()).await;
+
+    assert_eq!(&attacker[..3], &[401, 401, 401]);
+    assert_eq!(attacker[4], 429);
+    assert_eq!(
+        attacker_valid, 429,
+        "a blocked address is refused before key lookup"
+    );
+    assert_eq!(neighbour, 200);
+}
+
+#[tokio::test]
+async fn tenants_cannot_see_each_others_rows_even_unscoped() {
+    let app = spawn_app().await;
+    let a = app.create_tenant().await;
+    let b = app.create_tenant().await;
+    for (tenant, name) in [(&a, "alice"), (&b, "bob")] {
+        let mut tx = tenancy::scope::begin(&app.pool, &tenant.tenant.schema)
+            .await
+            .unwrap();
+        sqlx::query("insert into users (id, user_name) values (gen_random_uuid(), $1)")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    let mut tx = tenancy::scope::begin(&app.pool, &a.tenant.schema)
+        .await
+        .unwrap();
+    let seen_by_a: Vec<String> = sqlx::query_scalar("select user_name from users")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let unscoped = sqlx::query_scalar::<_, String>("select user_name from users")
+        .fetch_all(&app.pool)
+        .await;
+
+    assert_eq!(seen_by_a, vec!["alice".to_owned()]);
+    let error = unscoped.expect_err("an unscoped query must not find tenant tables");
+    let code = error.as_database_error().and_then(|e| e.code()).unwrap();
+    assert_eq!(code, "42P01", "undefined_table");
+}
+
+#[tokio::test]
+async fn scoping_does_not_leak_into_the_pool() {
+    let app = spawn_app_with(|config| config.store.db_max_connections = 1).await;
+    let tenant = app.create_tenant().await;
+    let pool = tenancy::db::connect(&tenancy::db::DbConfig {
+        url: crate::helpers::database_url(),
+        max_connections: 1,
+        acquire_timeout: Duration::from_secs(5),
+    })
+    .await
+    .unwrap();
+
+    let tx = tenancy::scope::begin(&pool, &tenant.tenant.schema)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let path: String = sqlx::query_scalar("show search_path")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+
+    assert_eq!(path, "roster_control");
+}
+
+#[tokio::test]
+async fn unknown_paths_and_wrong_methods_answer_in_scim_shape() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant().await;
+    let key = Some(tenant.key.secret.as_str());
+    let slug = &tenant.tenant.slug;
+
+    let unknown = app
+        .request(Method::GET, &format!("/scim/v2/{slug}/Nope"), key, None)
+        .await;
+    let deep = app
+        .request(Method::GET, "/scim/v2/a/b/c/d", key, None)
+        .await;
+    let write = app
+        .request(
+            Method::POST,
+            &format!("/scim/v2/{slug}{SPC}"),
+            key,
+            Some(&serde_json::json!({})),
+        )
+        .await;
+
+    unknown.assert_scim_error(404);
+    deep.assert_scim_error(404);
+    write.assert_scim_error(405);
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413_in_scim_shape() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant().await;
+    let url = format!("{}/scim/v2/{}/Users", app.base, tenant.tenant.slug);
+    let big = "x".repeat(200 * 1024);
+
+    let declared = app
+        .client
+        .post(&url)
+        .bearer_auth(&tenant.key.secret)
+        .header("content-type", "application/scim+json")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    let chunked = app
+        .client
+        .post(&url)
+        .bearer_auth(&tenant.key.secret)
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(vec![
+            Ok::<_, std::io::Error>(big.into_bytes()),
+        ])))
+        .send()
+        .await
+        .unwrap();
+
+    for response in [declared, chunked] {
+        assert_eq!(response.status(), 413);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["status"], "413");
+    }
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = spawn_app().await;
+
+    let health = app.request(Method::GET, "/healthz", None, None).await;
+    let ready = app.request(Method::GET, "/readyz", None, None).await;
+
+    assert_eq!(health.status, 200);
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.body["postgres"], "ok");
+    assert_eq!(ready.body["redis"], "healthy");
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id() {
+    let app = spawn_app().await;
+
+    let reply = app.request(Method::GET, "/healthz", None, None).await;
+    let echoed = app
+        .client
+        .get(format!("{}/healthz", app.base))
+        .header("x-request-id", "support-case-42")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(reply.header("x-request-id").map(str::len), Some(32));
+    assert_eq!(echoed.headers()["x-request-id"], "support-case-42");
+}
+
+#[tokio::test]
+async fn slugs_are_validated_and_unique() {
+    let app = spawn_app().await;
+    let slug = unique_slug();
+    tenants::create(&app.pool, &slug, "First").await.unwrap();
+
+    let taken = tenants::create(&app.pool, &slug, "Second")
+        .await
+        .unwrap_err();
+    let reserved = tenants::create(&app.pool, "users", "Users")
+        .await
+        .unwrap_err();
+    let uppercase = tenants::create(&app.pool, "Acme", "Acme")
+        .await
+        .unwrap_err();
+
+    assert!(taken.to_string().contains("already exists"), "{taken}");
+    assert!(reserved.to_string().contains("SCIM endpoint"), "{reserved}");
+    assert!(uppercase.to_string().contains("lowercase"), "{uppercase}");
+}
+
+#[tokio::test]
+async fn the_cli_refuses_invalid_slugs_with_a_clear_message() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(["tenant", "create", "Not_A_Slug", "--name", "x"])
+        .env("ROSTER_DATABASE_URL", crate::helpers::database_url())
+        .output()
+        .await
+        .unwrap();
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("invalid tenant slug"), "{stderr}");
+    assert!(stderr.contains("lowercase"), "{stderr}");
+}
+
+#[tokio::test]
+async fn last_used_is_recorded_without_a_write_per_request() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant().await;
+
+    for _ in 0..5 {
+        assert_eq!(app.scim_get(&tenant, SPC).await.status, 200);
+    }
+    let mut last_used = None;
+    for _ in 0..50 {
+        let keys = tenancy::keys::list(&app.pool, tenant.tenant.id)
+            .await
+            .unwrap();
+        last_used = keys[0].last_used_at;
+        if last_used.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first = last_used.expect("last_used_at recorded");
+    assert_eq!(app.scim_get(&tenant, SPC).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let keys = tenancy::keys::list(&app.pool, tenant.tenant.id)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        keys[0].last_used_at,
+        Some(first),
+        "written again within the minute"
+    );
+}

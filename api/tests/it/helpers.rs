@@ -1,0 +1,173 @@
+//! The test harness: start Roster in-process on a random port and talk to it over HTTP.
+
+use std::time::Duration;
+
+use api::config::{ServeConfig, StoreConfig};
+use api::server::{self, Running};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use sqlx::PgPool;
+use tenancy::keys::IssuedKey;
+use tenancy::Tenant;
+
+/// The database tests share; each test creates its own tenants in it.
+pub fn database_url() -> String {
+    std::env::var("ROSTER_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/roster_test".to_owned())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("ROSTER_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A unique, valid tenant slug.
+pub fn unique_slug() -> String {
+    format!("t-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+pub fn test_config() -> ServeConfig {
+    ServeConfig {
+        store: StoreConfig {
+            database_url: database_url().parse().expect("infallible"),
+            db_max_connections: 10,
+            db_acquire_timeout_ms: 2000,
+            redis_url: redis_url().parse().expect("infallible"),
+        },
+        listen: "127.0.0.1:0".parse().expect("a socket address"),
+        public_url: None,
+        body_limit_bytes: 64 * 1024,
+        shutdown_grace_secs: 5,
+        default_rate_limit: 1000.try_into().expect("non-zero"),
+        auth_failures_per_minute: 1000.try_into().expect("non-zero"),
+        trust_forwarded_for: false,
+    }
+}
+
+/// A running Roster and a client for it.
+pub struct TestApp {
+    pub base: String,
+    pub pool: PgPool,
+    pub client: reqwest::Client,
+    pub running: Running,
+}
+
+/// A tenant of the test with a working key.
+pub struct TestTenant {
+    pub tenant: Tenant,
+    pub key: IssuedKey,
+}
+
+/// Starts Roster with the test defaults.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts Roster after letting the test adjust the configuration.
+pub async fn spawn_app_with(customise: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    let mut config = test_config();
+    customise(&mut config);
+    let pool = tenancy::db::connect(&config.store.db())
+        .await
+        .expect("test database reachable");
+    tenancy::migrate::migrate_control(&pool)
+        .await
+        .expect("control migrations apply");
+    let running = server::start(&config).await.expect("server starts");
+    TestApp {
+        base: format!("http://{}", running.addr),
+        pool,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client builds"),
+        running,
+    }
+}
+
+/// A decoded response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the body is a SCIM error with this status.
+    pub fn assert_scim_error(&self, status: u16) {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
+        assert_eq!(
+            self.body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error",
+            "body: {}",
+            self.body
+        );
+        assert_eq!(
+            self.body["status"],
+            status.to_string(),
+            "body: {}",
+            self.body
+        );
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/scim+json"),
+            "{self:?}"
+        );
+    }
+}
+
+impl TestApp {
+    /// Creates a tenant with one key.
+    pub async fn create_tenant(&self) -> TestTenant {
+        let tenant = tenancy::tenants::create(&self.pool, &unique_slug(), "Test tenant")
+            .await
+            .expect("tenant created");
+        let key = tenancy::keys::issue(&self.pool, tenant.id, "entra", None)
+            .await
+            .expect("key issued");
+        TestTenant { tenant, key }
+    }
+
+    /// Sends a request with an optional bearer key and JSON body.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&Value>,
+    ) -> Reply {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/scim+json")
+                .body(body.to_string());
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body read");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// `GET` on the tenant's per-tenant SCIM base.
+    pub async fn scim_get(&self, tenant: &TestTenant, path: &str) -> Reply {
+        let url = format!("/scim/v2/{}{path}", tenant.tenant.slug);
+        self.request(Method::GET, &url, Some(&tenant.key.secret), None)
+            .await
+    }
+}

@@ -1,0 +1,12 @@
+//! Roster's integration tests: one binary, real Postgres and Redis, real HTTP.
+//!
+//! Every test creates its own tenants (and, where it needs one, its own database), so tests
+//! run in parallel without seeing each other.
+
+// Test code fails loudly by design; the workspace denies these only in production code.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod foundation;
+mod helpers;
+mod migrations;
+mod openapi;

@@ -1,0 +1,59 @@
+//! The shared connection pool.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
+
+/// Name of the schema that holds the tenant registry, keys and audit trail.
+pub const CONTROL_SCHEMA: &str = "roster_control";
+
+/// How to reach Postgres and how big the pool may grow.
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    pub url: String,
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+/// Opens the pool, creating the database first when it does not exist yet.
+///
+/// Every connection starts with `search_path` set to the control schema, which holds no tenant
+/// tables: tenant queries must go through [`crate::scope::begin`].
+pub async fn connect(config: &DbConfig) -> Result<PgPool, sqlx::Error> {
+    let options = connect_options(&config.url)?;
+    create_database_if_missing(&options).await?;
+    PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(config.acquire_timeout)
+        .connect_with(options)
+        .await
+}
+
+fn connect_options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    Ok(PgConnectOptions::from_str(url)?
+        .application_name("roster")
+        .options([("search_path", CONTROL_SCHEMA)]))
+}
+
+async fn create_database_if_missing(options: &PgConnectOptions) -> Result<(), sqlx::Error> {
+    match PgConnection::connect_with(options).await {
+        Ok(conn) => return conn.close().await,
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {}
+        Err(e) => return Err(e),
+    }
+    let Some(name) = options.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    let mut admin = PgConnection::connect_with(&options.clone().database("postgres")).await?;
+    let create = format!("create database \"{}\"", name.replace('"', "\"\""));
+    match sqlx::raw_sql(&create).execute(&mut admin).await {
+        Ok(_) => tracing::info!(db.name = %name, "created the database"),
+        // Another process created it between our two connections.
+        Err(sqlx::Error::Database(e))
+            if matches!(e.code().as_deref(), Some("42P04") | Some("23505")) => {}
+        Err(e) => return Err(e),
+    }
+    admin.close().await
+}
