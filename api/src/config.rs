@@ -116,6 +116,63 @@ pub struct ServeConfig {
     /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
     #[arg(long, env = "ROSTER_TRUST_FORWARDED_FOR", default_value_t = false)]
     pub trust_forwarded_for: bool,
+
+    #[command(flatten)]
+    pub fusionauth: FusionAuthConfig,
+
+    #[command(flatten)]
+    pub admin_auth: AdminAuthConfig,
+}
+
+/// How Roster reaches tenants' FusionAuth instances.
+#[derive(Debug, Clone, Args)]
+pub struct FusionAuthConfig {
+    /// Base64 of 32 random bytes (secret) that seals tenants' FusionAuth API keys at rest
+    /// (AES-256-GCM). Without it, FusionAuth connections cannot be stored or used.
+    #[arg(long, env = "ROSTER_KEY_ENCRYPTION_KEY", hide_env_values = true)]
+    pub key_encryption_key: Option<Secret>,
+
+    /// Total time one FusionAuth operation (with its retries) may take before the SCIM request
+    /// answers 503 with `Retry-After`.
+    #[arg(long, env = "ROSTER_FUSIONAUTH_TIMEOUT_MS", default_value_t = 10_000)]
+    pub fusionauth_timeout_ms: u64,
+
+    /// Allow FusionAuth base URLs on loopback and private networks (development only: it
+    /// opens a path to internal services).
+    #[arg(
+        long,
+        env = "ROSTER_FUSIONAUTH_ALLOW_PRIVATE_URLS",
+        default_value_t = false
+    )]
+    pub fusionauth_allow_private_urls: bool,
+}
+
+/// How admin API bearer tokens (JWT) are checked.
+#[derive(Debug, Clone, Args)]
+pub struct AdminAuthConfig {
+    /// Required `iss` of admin tokens.
+    #[arg(long, env = "ROSTER_JWT_ISSUER", default_value = "roster-dev")]
+    pub jwt_issuer: String,
+
+    /// Required `aud` of admin tokens.
+    #[arg(long, env = "ROSTER_JWT_AUDIENCE", default_value = "roster-admin")]
+    pub jwt_audience: String,
+
+    /// HS256 shared secret (secret; development): enables `roster admin-token`.
+    #[arg(long, env = "ROSTER_JWT_HS256_SECRET", hide_env_values = true)]
+    pub jwt_hs256_secret: Option<Secret>,
+
+    /// PEM text of one or more RS256/ES256 public keys that may sign admin tokens.
+    #[arg(long, env = "ROSTER_JWT_PUBLIC_KEYS")]
+    pub jwt_public_keys: Option<String>,
+
+    /// JWKS URL to fetch (and cache) signing keys from.
+    #[arg(long, env = "ROSTER_JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+
+    /// Seconds of clock skew tolerated on `exp` and `nbf`.
+    #[arg(long, env = "ROSTER_JWT_LEEWAY_SECS", default_value_t = 30)]
+    pub jwt_leeway_secs: u64,
 }
 
 impl ServeConfig {

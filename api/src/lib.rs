@@ -4,6 +4,7 @@
 pub mod body_limit;
 pub mod cli;
 pub mod config;
+pub mod directory;
 pub mod fusionauth;
 pub mod health;
 pub mod openapi;

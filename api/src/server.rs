@@ -71,7 +71,7 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
     if config.public_url.is_none() {
         config.public_url = Some(format!("http://{addr}"));
     }
-    let state = AppState::new(&config, pool, redis);
+    let state = AppState::new(&config, pool, redis)?;
     let (shutdown, signal) = tokio::sync::oneshot::channel::<()>();
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let server = Server::new_with_acceptor(acceptor);

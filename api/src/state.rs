@@ -1,12 +1,17 @@
 //! What every request handler shares: the pool, Redis, the key cache and the limits.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
 use sqlx::PgPool;
 use tenancy::cache::KeyCache;
 use tenancy::keys::LastUsed;
 use tenancy::limits::{AuthFailures, TenantLimits};
 use tenancy::redis_link::RedisLink;
 
-use crate::config::ServeConfig;
+use crate::config::{FusionAuthConfig, ServeConfig};
+use crate::fusionauth::{ClientConfig, FusionAuthClient, KeySealer, UrlPolicy};
 
 /// Shared, cheaply cloneable service state.
 #[derive(Clone)]
@@ -21,11 +26,24 @@ pub struct AppState {
     pub public_url: String,
     pub body_limit: usize,
     pub trust_forwarded_for: bool,
+    /// Calls tenants' FusionAuth instances (one connection pool for all of them).
+    pub fusionauth: FusionAuthClient,
+    /// Opens sealed FusionAuth API keys; `None` when no encryption key is configured, in which
+    /// case every tenant runs in shadow mode.
+    pub sealer: Option<Arc<KeySealer>>,
+    /// Which FusionAuth base URLs tenants may configure.
+    pub url_policy: UrlPolicy,
 }
 
 impl AppState {
-    pub fn new(config: &ServeConfig, pool: PgPool, redis: RedisLink) -> Self {
-        AppState {
+    pub fn new(config: &ServeConfig, pool: PgPool, redis: RedisLink) -> anyhow::Result<Self> {
+        let url_policy = UrlPolicy {
+            allow_private: config.fusionauth.fusionauth_allow_private_urls,
+        };
+        Ok(AppState {
+            fusionauth: fusionauth_client(&config.fusionauth, url_policy)?,
+            sealer: sealer(&config.fusionauth)?,
+            url_policy,
             keys: KeyCache::new(pool.clone(), redis.clone()),
             last_used: LastUsed::new(pool.clone()),
             limits: TenantLimits::new(redis.clone(), config.default_rate_limit),
@@ -35,7 +53,35 @@ impl AppState {
             trust_forwarded_for: config.trust_forwarded_for,
             pool,
             redis,
-        }
+        })
+    }
+}
+
+fn fusionauth_client(
+    config: &FusionAuthConfig,
+    url_policy: UrlPolicy,
+) -> anyhow::Result<FusionAuthClient> {
+    let budget = Duration::from_millis(config.fusionauth_timeout_ms.max(100));
+    let client = FusionAuthClient::new(ClientConfig {
+        connect_timeout: (budget / 4).min(Duration::from_secs(3)),
+        request_timeout: (budget * 2 / 5).min(Duration::from_secs(10)),
+        total_budget: budget,
+        url_policy,
+        ..ClientConfig::default()
+    })
+    .context("cannot build the FusionAuth HTTP client")?;
+    Ok(client)
+}
+
+/// The sealer for tenants' FusionAuth keys, from `ROSTER_KEY_ENCRYPTION_KEY`.
+pub fn sealer(config: &FusionAuthConfig) -> anyhow::Result<Option<Arc<KeySealer>>> {
+    match &config.key_encryption_key {
+        Some(key) if !key.is_empty() => Ok(Some(Arc::new(
+            KeySealer::from_base64(key.expose()).context(
+                "ROSTER_KEY_ENCRYPTION_KEY must be the base64 encoding of 32 random bytes",
+            )?,
+        ))),
+        _ => Ok(None),
     }
 }
 

@@ -45,9 +45,6 @@ create table groups (
     sync_enabled boolean not null default false,
     permissions text[] not null default '{}',
     is_basic_user boolean not null default false,
-    -- Maintained under the group's row lock by every membership change, so listing groups
-    -- never counts members.
-    member_count bigint not null default 0 check (member_count >= 0),
     last_synced_at timestamptz,
     created_at timestamptz not null default now(),
     updated_at timestamptz not null default now(),
@@ -69,6 +66,10 @@ create table memberships (
 );
 
 create index memberships_user_idx on memberships (user_id);
+
+-- Background jobs (journal pruning) and the safety net look memberships up by user and group
+-- through the primary key and the index above; member counts are computed from them on demand
+-- rather than kept in a counter, which would make every group's row a hot spot.
 
 -- What each SCIM request did, and every change the safety net made. Support reads this first
 -- when someone "didn't get access". Pruned by age (tenants.journal_retention_days).

@@ -2,13 +2,19 @@
 
 use std::time::Duration;
 
-use api::config::{ServeConfig, StoreConfig};
+use api::config::{AdminAuthConfig, FusionAuthConfig, ServeConfig, StoreConfig};
 use api::server::{self, Running};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use sqlx::PgPool;
 use tenancy::keys::IssuedKey;
 use tenancy::Tenant;
+
+/// Seals FusionAuth keys in tests (base64 of 32 bytes).
+pub const TEST_KEY_ENCRYPTION_KEY: &str = "cm9zdGVyLXRlc3Qta2V5LWVuY3J5cHRpb24ta2V5ISE=";
+
+/// Signs admin tokens in tests.
+pub const TEST_JWT_SECRET: &str = "roster-test-jwt-secret-0123456789abcdef";
 
 /// The database tests share; each test creates its own tenants in it.
 pub fn database_url() -> String {
@@ -40,6 +46,19 @@ pub fn test_config() -> ServeConfig {
         default_rate_limit: 1000.try_into().expect("non-zero"),
         auth_failures_per_minute: 1000.try_into().expect("non-zero"),
         trust_forwarded_for: false,
+        fusionauth: FusionAuthConfig {
+            key_encryption_key: Some(TEST_KEY_ENCRYPTION_KEY.parse().expect("infallible")),
+            fusionauth_timeout_ms: 3_000,
+            fusionauth_allow_private_urls: true,
+        },
+        admin_auth: AdminAuthConfig {
+            jwt_issuer: "roster-test".to_owned(),
+            jwt_audience: "roster-admin".to_owned(),
+            jwt_hs256_secret: Some(TEST_JWT_SECRET.parse().expect("infallible")),
+            jwt_public_keys: None,
+            jwt_jwks_url: None,
+            jwt_leeway_secs: 5,
+        },
     }
 }
 

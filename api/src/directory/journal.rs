@@ -1,0 +1,282 @@
+//! The sync journal: what each SCIM request did, and every change the safety net made.
+//!
+//! Writes record their entry in their own transaction, so the journal never claims a change
+//! that did not commit. Reads (Entra's match queries, most of the traffic) must not write on the
+//! request path, so their entries — and the `last_synced_at` stamps of groups they read — go
+//! through [`JournalWriter`], which batches them per tenant in the background. A crash can lose
+//! the last fraction of a second of read entries; it never loses a change.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sqlx::{PgConnection, PgPool};
+use tenancy::SchemaName;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
+const BATCH_LIMIT: usize = 1_000;
+const QUEUE_CAPACITY: usize = 50_000;
+
+/// What a request did, in the journal's vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A read that found (or did not find) what it looked for.
+    Matched,
+    Created,
+    /// Membership applied, or the safety net moved a user.
+    Changed,
+    /// A write Roster acknowledges but does not apply (the platform owns it).
+    Ignored,
+    /// A client mistake: refused, nothing changed.
+    Rejected,
+    /// A server-side or dependency failure: nothing changed.
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Matched => "matched",
+            Outcome::Created => "created",
+            Outcome::Changed => "changed",
+            Outcome::Ignored => "ignored",
+            Outcome::Rejected => "rejected",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// One journal entry. `detail` is short and redacted: never an email, a name or a filter
+/// value.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub request_id: Option<String>,
+    pub operation: &'static str,
+    pub outcome: Outcome,
+    pub status: Option<u16>,
+    pub user_id: Option<Uuid>,
+    pub group_id: Option<Uuid>,
+    pub detail: Option<String>,
+    pub quirks: Vec<&'static str>,
+    pub fusionauth_outcome: Option<&'static str>,
+    pub fusionauth_latency_ms: Option<i32>,
+}
+
+impl Entry {
+    pub fn new(request_id: &str, operation: &'static str, outcome: Outcome, status: u16) -> Self {
+        Entry {
+            request_id: Some(request_id.to_owned()),
+            operation,
+            outcome,
+            status: Some(status),
+            user_id: None,
+            group_id: None,
+            detail: None,
+            quirks: Vec::new(),
+            fusionauth_outcome: None,
+            fusionauth_latency_ms: None,
+        }
+    }
+
+    pub fn user(mut self, id: Uuid) -> Self {
+        self.user_id = Some(id);
+        self
+    }
+
+    pub fn group(mut self, id: Uuid) -> Self {
+        self.group_id = Some(id);
+        self
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn quirks(mut self, quirks: impl IntoIterator<Item = &'static str>) -> Self {
+        self.quirks.extend(quirks);
+        self
+    }
+}
+
+/// Appends entries inside the caller's tenant transaction.
+pub async fn record(tx: &mut PgConnection, entries: &[Entry]) -> Result<(), sqlx::Error> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let column = |f: fn(&Entry) -> Option<String>| entries.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(
+        "insert into journal (request_id, operation, outcome, status, user_id, group_id, detail, \
+           quirks, fusionauth_outcome, fusionauth_latency_ms) \
+         select r, o, c, s, u, g, d, string_to_array(q, ','), fo, fl \
+         from unnest($1::text[], $2::text[], $3::text[], $4::int2[], $5::uuid[], $6::uuid[], \
+           $7::text[], $8::text[], $9::text[], $10::int4[]) as t(r, o, c, s, u, g, d, q, fo, fl)",
+    )
+    .bind(column(|e| e.request_id.clone()))
+    .bind(column(|e| Some(e.operation.to_owned())))
+    .bind(column(|e| Some(e.outcome.as_str().to_owned())))
+    .bind(
+        entries
+            .iter()
+            .map(|e| e.status.and_then(|s| i16::try_from(s).ok()))
+            .collect::<Vec<_>>(),
+    )
+    .bind(entries.iter().map(|e| e.user_id).collect::<Vec<_>>())
+    .bind(entries.iter().map(|e| e.group_id).collect::<Vec<_>>())
+    .bind(column(|e| e.detail.clone()))
+    .bind(column(|e| {
+        (!e.quirks.is_empty()).then(|| e.quirks.join(","))
+    }))
+    .bind(column(|e| e.fusionauth_outcome.map(str::to_owned)))
+    .bind(
+        entries
+            .iter()
+            .map(|e| e.fusionauth_latency_ms)
+            .collect::<Vec<_>>(),
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+enum Message {
+    Entry(SchemaName, Entry),
+    GroupRead(SchemaName, Uuid),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Batches read-path journal entries and `last_synced_at` stamps, per tenant, off the
+/// request path.
+#[derive(Clone)]
+pub struct JournalWriter {
+    sender: mpsc::Sender<Message>,
+}
+
+#[derive(Default)]
+struct Pending {
+    entries: Vec<Entry>,
+    groups_read: Vec<Uuid>,
+}
+
+impl JournalWriter {
+    /// Starts the background writer; it stops when every handle is dropped.
+    pub fn spawn(pool: PgPool) -> Self {
+        let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        tokio::spawn(run(pool, receiver));
+        JournalWriter { sender }
+    }
+
+    /// Queues an entry; when the queue is full the entry is dropped with a warning rather than
+    /// slowing the request.
+    pub fn submit(&self, schema: &SchemaName, entry: Entry) {
+        self.send(Message::Entry(schema.clone(), entry));
+    }
+
+    /// Queues a `last_synced_at` stamp for a synced group a SCIM request read.
+    pub fn group_read(&self, schema: &SchemaName, group_id: Uuid) {
+        self.send(Message::GroupRead(schema.clone(), group_id));
+    }
+
+    /// Waits until everything queued so far is written.
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.sender.send(Message::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    fn send(&self, message: Message) {
+        if self.sender.try_send(message).is_err() {
+            tracing::warn!("journal queue full: a read entry was dropped");
+        }
+    }
+}
+
+async fn run(pool: PgPool, mut receiver: mpsc::Receiver<Message>) {
+    let mut pending: HashMap<SchemaName, Pending> = HashMap::new();
+    let mut queued = 0usize;
+    let mut ticker = tokio::time::interval(FLUSH_INTERVAL);
+    loop {
+        tokio::select! {
+            message = receiver.recv() => match message {
+                Some(Message::Entry(schema, entry)) => {
+                    pending.entry(schema).or_default().entries.push(entry);
+                    queued += 1;
+                }
+                Some(Message::GroupRead(schema, group)) => {
+                    pending.entry(schema).or_default().groups_read.push(group);
+                    queued += 1;
+                }
+                Some(Message::Flush(done)) => {
+                    write_all(&pool, std::mem::take(&mut pending)).await;
+                    queued = 0;
+                    let _ = done.send(());
+                }
+                None => {
+                    write_all(&pool, pending).await;
+                    return;
+                }
+            },
+            _ = ticker.tick() => {
+                if queued > 0 {
+                    write_all(&pool, std::mem::take(&mut pending)).await;
+                    queued = 0;
+                }
+            }
+        }
+        if queued >= BATCH_LIMIT {
+            write_all(&pool, std::mem::take(&mut pending)).await;
+            queued = 0;
+        }
+    }
+}
+
+async fn write_all(pool: &PgPool, pending: HashMap<SchemaName, Pending>) {
+    for (schema, batch) in pending {
+        if let Err(e) = write_batch(pool, &schema, batch).await {
+            tracing::warn!(tenant.schema = %schema, error = %e, "could not write journal batch");
+        }
+    }
+}
+
+async fn write_batch(
+    pool: &PgPool,
+    schema: &SchemaName,
+    mut batch: Pending,
+) -> Result<(), sqlx::Error> {
+    let mut tx = tenancy::scope::begin(pool, schema).await?;
+    record(&mut tx, &batch.entries).await?;
+    if !batch.groups_read.is_empty() {
+        batch.groups_read.sort_unstable();
+        batch.groups_read.dedup();
+        sqlx::query("update groups set last_synced_at = now() where id = any($1)")
+            .bind(&batch.groups_read)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
+}
+
+/// Deletes entries older than each tenant's retention; returns how many went.
+pub async fn prune(pool: &PgPool) -> Result<u64, tenancy::Error> {
+    let tenants: Vec<(String, i32)> =
+        sqlx::query_as("select schema_name, journal_retention_days from roster_control.tenants")
+            .fetch_all(pool)
+            .await?;
+    let mut pruned = 0;
+    for (schema, days) in tenants {
+        let Ok(schema) = SchemaName::parse(&schema) else {
+            continue;
+        };
+        let mut tx = tenancy::scope::begin(pool, &schema).await?;
+        let deleted =
+            sqlx::query("delete from journal where at < now() - make_interval(days => $1)")
+                .bind(days)
+                .execute(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        pruned += deleted.rows_affected();
+    }
+    Ok(pruned)
+}
