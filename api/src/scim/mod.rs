@@ -10,7 +10,9 @@ pub mod error;
 pub mod filter;
 pub mod patch;
 pub mod path;
+pub mod query;
 pub mod quirks;
+pub mod resources;
 pub mod response;
 pub mod user_request;
 
