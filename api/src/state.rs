@@ -11,6 +11,7 @@ use tenancy::limits::{AuthFailures, TenantLimits};
 use tenancy::redis_link::RedisLink;
 
 use crate::config::{FusionAuthConfig, ServeConfig};
+use crate::directory::journal::JournalWriter;
 use crate::fusionauth::{ClientConfig, FusionAuthClient, KeySealer, UrlPolicy};
 
 /// Shared, cheaply cloneable service state.
@@ -33,6 +34,8 @@ pub struct AppState {
     pub sealer: Option<Arc<KeySealer>>,
     /// Which FusionAuth base URLs tenants may configure.
     pub url_policy: UrlPolicy,
+    /// Batches read-path journal entries and `last_synced_at` stamps.
+    pub journal: JournalWriter,
 }
 
 impl AppState {
@@ -44,6 +47,7 @@ impl AppState {
             fusionauth: fusionauth_client(&config.fusionauth, url_policy)?,
             sealer: sealer(&config.fusionauth)?,
             url_policy,
+            journal: JournalWriter::spawn(pool.clone()),
             keys: KeyCache::new(pool.clone(), redis.clone()),
             last_used: LastUsed::new(pool.clone()),
             limits: TenantLimits::new(redis.clone(), config.default_rate_limit),

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use poem::http::HeaderValue;
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result};
+use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
@@ -105,7 +106,8 @@ impl<E: Endpoint> Endpoint for AccessLogEndpoint<E> {
         let context = Arc::new(RequestContext::new(request_id_of(&req)));
         req.extensions_mut().insert(context.clone());
 
-        let mut response = match self.inner.call(req).await {
+        let span = tracing::info_span!("request", request.id = %context.request_id);
+        let mut response = match self.inner.call(req).instrument(span).await {
             Ok(output) => output.into_response(),
             Err(error) => error.into_response(),
         };

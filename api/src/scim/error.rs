@@ -68,6 +68,12 @@ pub enum ScimError {
         detail: &'static str,
     },
 
+    /// 502: the tenant's FusionAuth failed in a way only an operator can fix (Roster's
+    /// credentials refused, a broken connection setting). Never a 401, which would make Entra
+    /// blame its own token.
+    #[error("{0}")]
+    Upstream(&'static str),
+
     /// 500: a server-side fault. The cause has been logged; the client gets nothing of it.
     #[error("internal error; the request id identifies it in Roster's logs")]
     Internal,
@@ -150,6 +156,7 @@ impl ResponseError for ScimError {
             ScimError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ScimError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ScimError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ScimError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ScimError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

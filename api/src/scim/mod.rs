@@ -5,6 +5,7 @@
 //! either base answers in the SCIM error shape, including unknown paths and wrong methods.
 
 pub mod auth;
+pub mod body;
 pub mod discovery;
 pub mod error;
 pub mod filter;
@@ -15,6 +16,7 @@ pub mod quirks;
 pub mod resources;
 pub mod response;
 pub mod user_request;
+pub mod users;
 
 use poem::{get, Endpoint, EndpointExt, IntoEndpoint, Route};
 
@@ -39,6 +41,17 @@ pub fn routes(body_limit: usize) -> impl Endpoint {
             .at(
                 format!("{base}/ResourceTypes/:id"),
                 get(discovery::get_resource_type),
+            )
+            .at(
+                format!("{base}/Users"),
+                get(users::list_users).post(users::create_user),
+            )
+            .at(
+                format!("{base}/Users/:id"),
+                get(users::get_user)
+                    .put(users::replace_user)
+                    .patch(users::patch_user)
+                    .delete(users::delete_user),
             );
     }
     route

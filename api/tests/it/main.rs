@@ -7,6 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod foundation;
+mod fusionauth;
 mod helpers;
 mod migrations;
 mod openapi;
+mod users;
