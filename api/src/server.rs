@@ -35,6 +35,7 @@ pub struct Running {
     pub state: AppState,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    maintenance: JoinHandle<()>,
 }
 
 impl Running {
@@ -43,6 +44,7 @@ impl Running {
         if let Some(shutdown) = self.shutdown.take() {
             let _already_stopping = shutdown.send(());
         }
+        self.maintenance.abort();
         self.task.await??;
         Ok(())
     }
@@ -87,12 +89,14 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
             )
             .await
     });
+    let maintenance = tokio::spawn(prune_journals(state.pool.clone()));
     tracing::info!(listen = %addr, "serving");
     Ok(Running {
         addr,
         state,
         shutdown: Some(shutdown),
         task,
+        maintenance,
     })
 }
 
@@ -106,6 +110,21 @@ pub async fn wait_for_shutdown(running: Running) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
     running.stop().await
+}
+
+/// Prunes every tenant's journal by its retention, a minute after start and hourly after.
+async fn prune_journals(pool: sqlx::PgPool) {
+    let mut hourly = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(60),
+        Duration::from_secs(3600),
+    );
+    loop {
+        hourly.tick().await;
+        match crate::directory::journal::prune(&pool).await {
+            Ok(pruned) => tracing::info!(entries = pruned, "journal pruned"),
+            Err(e) => tracing::warn!(error = %e, "journal pruning failed; retrying in an hour"),
+        }
+    }
 }
 
 async fn warn_about_tenants_behind(pool: &sqlx::PgPool) -> anyhow::Result<()> {

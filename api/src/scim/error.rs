@@ -42,6 +42,11 @@ pub enum ScimError {
     #[error("this endpoint does not support the method")]
     MethodNotAllowed,
 
+    /// 501: a SCIM feature Roster does not offer (e.g. `POST /.search`); advertised as such
+    /// in `/ServiceProviderConfig`.
+    #[error("{0}")]
+    NotImplemented(&'static str),
+
     /// 409 `uniqueness`: a user with the same userName or work email exists.
     #[error("{0}")]
     Uniqueness(String),
@@ -156,6 +161,7 @@ impl ResponseError for ScimError {
             ScimError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ScimError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ScimError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ScimError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ScimError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ScimError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -18,7 +18,7 @@ pub mod response;
 pub mod user_request;
 pub mod users;
 
-use poem::{get, Endpoint, EndpointExt, IntoEndpoint, Route};
+use poem::{get, post, Endpoint, EndpointExt, IntoEndpoint, Route};
 
 use self::error::render;
 use crate::body_limit::BodyLimit;
@@ -42,6 +42,11 @@ pub fn routes(body_limit: usize) -> impl Endpoint {
                 format!("{base}/ResourceTypes/:id"),
                 get(discovery::get_resource_type),
             )
+            .at(format!("{base}/.search"), post(search_not_implemented))
+            .at(
+                format!("{base}/Users/.search"),
+                post(search_not_implemented),
+            )
             .at(
                 format!("{base}/Users"),
                 get(users::list_users).post(users::create_user),
@@ -59,6 +64,12 @@ pub fn routes(body_limit: usize) -> impl Endpoint {
         .with(BodyLimit(body_limit))
         .catch_all_error(|error| async move { render(error) })
         .into_endpoint()
+}
+
+/// `POST /.search`: searching is done with `GET` and `filter`.
+#[poem::handler]
+fn search_not_implemented() -> error::ScimError {
+    error::ScimError::NotImplemented("POST /.search is not supported; use GET with filter")
 }
 
 /// Any other path under the SCIM bases.

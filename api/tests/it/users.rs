@@ -479,3 +479,26 @@ async fn a_new_user_lands_in_basic_user() {
         .iter()
         .any(|e| e.operation == "safety_net" && e.user_id == Some(id) && e.group_id.is_some()));
 }
+
+#[tokio::test]
+async fn the_journal_is_pruned_by_the_tenants_retention() {
+    let (app, tenant) = app_and_tenant().await;
+    app.post_user(&tenant, "old@contoso.com", "old@contoso.com")
+        .await;
+    let mut tx = tenancy::scope::begin(&app.pool, &tenant.tenant.schema)
+        .await
+        .unwrap();
+    sqlx::query("update journal set at = now() - interval '31 days'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    app.scim(Method::GET, &tenant, WORK_EMAIL_PROBE, None).await;
+    app.running.state.journal.flush().await;
+
+    api::directory::journal::prune(&app.pool).await.unwrap();
+
+    let left = app.journal(&tenant).await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].operation, "scim.users.list");
+}
