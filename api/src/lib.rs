@@ -8,6 +8,7 @@ pub mod directory;
 pub mod fusionauth;
 pub mod health;
 pub mod openapi;
+pub mod request_line;
 pub mod scim;
 pub mod server;
 pub mod state;

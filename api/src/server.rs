@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::body_limit::BodyLimit;
 use crate::config::ServeConfig;
+use crate::request_line::LenientRequestLines;
 use crate::state::{connect_redis, AppState};
 use crate::telemetry::AccessLog;
 use crate::{openapi, scim};
@@ -76,7 +77,7 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
     let state = AppState::new(&config, pool, redis)?;
     let (shutdown, signal) = tokio::sync::oneshot::channel::<()>();
     let grace = Duration::from_secs(config.shutdown_grace_secs);
-    let server = Server::new_with_acceptor(acceptor);
+    let server = Server::new_with_acceptor(LenientRequestLines(acceptor));
     let endpoint = app(state.clone());
     let task = tokio::spawn(async move {
         server

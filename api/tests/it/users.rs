@@ -502,3 +502,26 @@ async fn the_journal_is_pruned_by_the_tenants_retention() {
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(left[0].operation, "scim.users.list");
 }
+
+#[tokio::test]
+async fn raw_quotes_in_the_query_string_are_accepted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (app, tenant) = app_and_tenant().await;
+    app.post_user(&tenant, "raw@contoso.com", "raw@contoso.com")
+        .await;
+    let mut stream = tokio::net::TcpStream::connect(app.running.addr)
+        .await
+        .unwrap();
+    let request = format!(
+        "GET /scim/v2/{}/Users?filter=emails[type+eq+\"work\"].value+eq+\"raw@contoso.com\" \
+         HTTP/1.1\r\nHost: roster\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        tenant.tenant.slug, tenant.key.secret
+    );
+
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\"totalResults\":1"), "{response}");
+}
