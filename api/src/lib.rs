@@ -7,6 +7,7 @@ pub mod config;
 pub mod directory;
 pub mod fusionauth;
 pub mod health;
+pub mod metrics;
 pub mod openapi;
 pub mod request_line;
 pub mod scim;

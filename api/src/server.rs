@@ -53,6 +53,7 @@ impl Running {
 
 /// Connects to Postgres and Redis, checks the control schema, binds and starts serving.
 pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
+    crate::metrics::install();
     let pool = tenancy::db::connect(&config.store.db())
         .await
         .context("cannot connect to Postgres")?;

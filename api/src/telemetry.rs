@@ -115,6 +115,11 @@ impl<E: Endpoint> Endpoint for AccessLogEndpoint<E> {
         if let Ok(value) = HeaderValue::from_str(&context.request_id) {
             response.headers_mut().insert(REQUEST_ID_HEADER, value);
         }
+        crate::metrics::record_request(
+            context.operation(),
+            response.status().as_u16(),
+            started.elapsed(),
+        );
         tracing::info!(
             request.id = %context.request_id,
             tenant.slug = context.tenant.get().map(String::as_str).unwrap_or("-"),

@@ -99,10 +99,13 @@ impl Provisioner<'_> {
         let (link, trace) = match self.provision(tenant, id, request).await {
             Ok(provisioned) => provisioned,
             Err((e, trace)) => {
+                if let Some(trace) = trace {
+                    crate::metrics::record_fusionauth(trace.outcome, trace.latency);
+                }
                 return Created {
                     result: Err(e),
                     fusionauth: trace,
-                }
+                };
             }
         };
 
