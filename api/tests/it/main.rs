@@ -11,4 +11,5 @@ mod fusionauth;
 mod helpers;
 mod migrations;
 mod openapi;
+mod replicas;
 mod users;
