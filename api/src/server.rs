@@ -9,7 +9,6 @@ use poem::middleware::CatchPanic;
 use poem::{Endpoint, EndpointExt, Route, Server};
 use tokio::task::JoinHandle;
 
-use crate::body_limit::BodyLimit;
 use crate::config::ServeConfig;
 use crate::request_line::LenientRequestLines;
 use crate::state::{connect_redis, AppState};
@@ -24,7 +23,7 @@ pub fn app(state: AppState) -> impl Endpoint {
         .nest("/scim", scim::routes(limit))
         .nest("/docs", api.swagger_ui())
         .at("/openapi.json", api.spec_endpoint())
-        .nest("/", api.with(BodyLimit(limit)))
+        .nest("/", api.with(limit.middleware()))
         .with(CatchPanic::new())
         .with(AccessLog)
         .data(state)

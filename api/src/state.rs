@@ -25,7 +25,7 @@ pub struct AppState {
     pub auth_failures: AuthFailures,
     /// Base for `Location` headers and `meta.location`, without a trailing slash.
     pub public_url: String,
-    pub body_limit: usize,
+    pub body_limit: BodyLimitConfig,
     pub trust_forwarded_for: bool,
     /// Calls tenants' FusionAuth instances (one connection pool for all of them).
     pub fusionauth: FusionAuthClient,
@@ -53,7 +53,10 @@ impl AppState {
             limits: TenantLimits::new(redis.clone(), config.default_rate_limit),
             auth_failures: AuthFailures::new(config.auth_failures_per_minute),
             public_url: config.public_url(),
-            body_limit: config.body_limit_bytes,
+            body_limit: BodyLimitConfig {
+                bytes: config.body_limit_bytes,
+                timeout: Duration::from_secs(config.body_timeout_secs),
+            },
             trust_forwarded_for: config.trust_forwarded_for,
             pool,
             redis,
@@ -86,6 +89,22 @@ pub fn sealer(config: &FusionAuthConfig) -> anyhow::Result<Option<Arc<KeySealer>
             )?,
         ))),
         _ => Ok(None),
+    }
+}
+
+/// How large and how slow a request body may be.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimitConfig {
+    pub bytes: usize,
+    pub timeout: Duration,
+}
+
+impl BodyLimitConfig {
+    pub fn middleware(self) -> crate::body_limit::BodyLimit {
+        crate::body_limit::BodyLimit {
+            limit: self.bytes,
+            timeout: self.timeout,
+        }
     }
 }
 

@@ -21,10 +21,10 @@ pub mod users;
 use poem::{get, post, Endpoint, EndpointExt, IntoEndpoint, Route};
 
 use self::error::render;
-use crate::body_limit::BodyLimit;
+use crate::state::BodyLimitConfig;
 
-/// The SCIM routes under both bases (relative to `/scim`), refusing bodies over `body_limit` bytes.
-pub fn routes(body_limit: usize) -> impl Endpoint {
+/// The SCIM routes under both bases (relative to `/scim`), with bodies bounded by `body_limit`.
+pub fn routes(body_limit: BodyLimitConfig) -> impl Endpoint {
     let mut route = Route::new();
     for base in ["/v2", "/v2/:tenant"] {
         route = route
@@ -61,7 +61,7 @@ pub fn routes(body_limit: usize) -> impl Endpoint {
     }
     route
         .at("/*rest", unknown_path)
-        .with(BodyLimit(body_limit))
+        .with(body_limit.middleware())
         .catch_all_error(|error| async move { render(error) })
         .into_endpoint()
 }
