@@ -15,6 +15,11 @@ struct Replica {
 
 impl Replica {
     async fn start(extra_env: &[(&str, &str)]) -> Replica {
+        Replica::start_with(extra_env, Stdio::null()).await
+    }
+
+    /// Starts a replica whose log (stderr) goes to `log`.
+    async fn start_with(extra_env: &[(&str, &str)], log: Stdio) -> Replica {
         let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_roster"));
         command
@@ -26,7 +31,7 @@ impl Replica {
             .env("ROSTER_FUSIONAUTH_ALLOW_PRIVATE_URLS", "true")
             .env("ROSTER_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .kill_on_drop(true);
         for (name, value) in extra_env {
             command.env(name, value);
@@ -253,4 +258,67 @@ async fn sigterm_drains_a_request_in_flight() {
 
     assert_eq!(status.ok(), Some(201), "the in-flight create was cut off");
     assert_eq!(app.user_count(&tenant).await, 1);
+}
+
+#[tokio::test]
+async fn logs_carry_no_keys_emails_names_or_filter_values() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant().await;
+    let log_file = std::env::temp_dir().join(format!("roster-log-{}.json", uuid::Uuid::new_v4()));
+    let env = [
+        ("ROSTER_LOG_FORMAT", "json"),
+        ("ROSTER_LOG", "info,api=trace,tenancy=trace"),
+    ];
+    let mut replica =
+        Replica::start_with(&env, std::fs::File::create(&log_file).unwrap().into()).await;
+    let client = reqwest::Client::new();
+    let base = format!("{}/scim/v2/{}", replica.base, tenant.tenant.slug);
+
+    let body = crate::helpers::entra_user("Secret.Person@contoso.com", "secret.person@contoso.com");
+    client
+        .post(format!("{base}/Users"))
+        .bearer_auth(&tenant.key.secret)
+        .header("content-type", "application/scim+json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    client
+        .get(format!(
+            "{base}/Users?filter=userName+eq+%22FilterValue%40contoso.com%22"
+        ))
+        .bearer_auth(&tenant.key.secret)
+        .send()
+        .await
+        .unwrap();
+    client
+        .get(format!("{base}/Users?filter=manager+eq+%22ManagerValue%22"))
+        .bearer_auth("rst_WrongKeyValue")
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    replica.child.kill().await.unwrap();
+
+    let logs = std::fs::read_to_string(&log_file).unwrap();
+    std::fs::remove_file(&log_file).ok();
+    assert!(
+        logs.contains("\"operation\":\"scim.users.create\""),
+        "no access log:\n{logs}"
+    );
+    for secret in [
+        tenant.key.secret.as_str(),
+        "WrongKeyValue",
+        "Secret.Person",
+        "secret.person",
+        "FilterValue",
+        "ManagerValue",
+        "Test User",
+        "filter=",
+    ] {
+        assert!(
+            !logs.contains(secret),
+            "{secret:?} appears in the logs:\n{logs}"
+        );
+    }
 }
