@@ -10,6 +10,7 @@ use tenancy::keys::LastUsed;
 use tenancy::limits::{AuthFailures, TenantLimits};
 use tenancy::redis_link::RedisLink;
 
+use crate::admin::token::TokenVerifier;
 use crate::config::{FusionAuthConfig, ServeConfig};
 use crate::fusionauth::{ClientConfig, FusionAuthClient, KeySealer, UrlPolicy};
 
@@ -33,6 +34,8 @@ pub struct AppState {
     pub sealer: Option<Arc<KeySealer>>,
     /// Which FusionAuth base URLs tenants may configure.
     pub url_policy: UrlPolicy,
+    /// Checks the admin API's bearer tokens.
+    pub admin_tokens: Arc<TokenVerifier>,
 }
 
 impl AppState {
@@ -44,6 +47,10 @@ impl AppState {
             fusionauth: fusionauth_client(&config.fusionauth, url_policy)?,
             sealer: sealer(&config.fusionauth)?,
             url_policy,
+            admin_tokens: Arc::new(
+                TokenVerifier::from_config(&config.admin_auth)
+                    .context("invalid admin token configuration")?,
+            ),
             keys: KeyCache::new(pool.clone(), redis.clone()),
             last_used: LastUsed::new(pool.clone()),
             limits: TenantLimits::new(redis.clone(), config.default_rate_limit),
