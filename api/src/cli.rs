@@ -11,12 +11,19 @@ use sqlx::PgPool;
 use tenancy::audit::{self, AuditEvent};
 use tenancy::cache::KeyCache;
 use tenancy::keys::IssuedKey;
+use tenancy::tenants::FusionAuthSettings;
 use tenancy::{tenants, Tenant};
+
+use uuid::Uuid;
 
 use crate::admin::auth::Access;
 use crate::admin::token::{self, TokenRequest};
-use crate::config::{AdminAuthConfig, LogConfig, MigrateConfig, ServeConfig, StoreConfig};
-use crate::state::connect_redis;
+use crate::config::{
+    AdminAuthConfig, FusionAuthConfig, LogConfig, MigrateConfig, Secret, ServeConfig, StoreConfig,
+};
+use crate::fusionauth::double::FusionAuthDouble;
+use crate::fusionauth::{validate_base_url, UrlPolicy};
+use crate::state::{connect_redis, sealer};
 use crate::{openapi, server, telemetry};
 
 /// Multi-tenant SCIM 2.0 provisioning from Microsoft Entra ID into FusionAuth.
@@ -45,9 +52,20 @@ enum Command {
     Key(KeyCommand),
     /// Mint a development admin API token, signed with `ROSTER_JWT_HS256_SECRET`.
     AdminToken(AdminTokenArgs),
-    /// Local demo: migrate, create or reuse the `demo` tenant, issue a key, print it and an
-    /// admin token, serve.
+    /// Local demo: migrate, create or reuse the `demo` tenant connected to a local FusionAuth
+    /// double, issue a key, print it and an admin token, serve.
     Dev(ServeConfig),
+    /// Run the FusionAuth test double (for load tests and demos; never in production).
+    FusionauthDouble {
+        #[arg(long, default_value = "127.0.0.1:9011")]
+        listen: std::net::SocketAddr,
+        /// The API key the double accepts.
+        #[arg(long, env = "ROSTER_FUSIONAUTH_API_KEY", hide_env_values = true)]
+        api_key: Secret,
+        /// The FusionAuth tenant id the double knows.
+        #[arg(long)]
+        tenant_id: Uuid,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +115,32 @@ enum TenantCommand {
     },
     /// List tenants.
     List {
+        #[command(flatten)]
+        store: StoreConfig,
+    },
+    /// Connect a tenant to its FusionAuth; the API key is read from ROSTER_FUSIONAUTH_API_KEY
+    /// so that it stays out of shell history, and stored sealed.
+    SetFusionauth {
+        slug: String,
+        /// e.g. `https://auth.example.com`
+        #[arg(long)]
+        base_url: String,
+        /// The FusionAuth tenant id sent as `X-FusionAuth-TenantId`.
+        #[arg(long)]
+        tenant_id: Uuid,
+        /// Register every provisioned user with this application.
+        #[arg(long)]
+        application_id: Option<Uuid>,
+        #[arg(long, env = "ROSTER_FUSIONAUTH_API_KEY", hide_env_values = true)]
+        api_key: Secret,
+        #[command(flatten)]
+        fusionauth: FusionAuthConfig,
+        #[command(flatten)]
+        store: StoreConfig,
+    },
+    /// Disconnect a tenant from FusionAuth: it runs in shadow mode (users in Roster only).
+    ClearFusionauth {
+        slug: String,
         #[command(flatten)]
         store: StoreConfig,
     },
@@ -163,6 +207,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Key(command) => key(command).await,
         Command::AdminToken(args) => admin_token(&args),
         Command::Dev(config) => dev(config).await,
+        Command::FusionauthDouble {
+            listen,
+            api_key,
+            tenant_id,
+        } => run_fusionauth_double(listen, &api_key, tenant_id).await,
     }
 }
 
@@ -230,7 +279,110 @@ async fn tenant(command: TenantCommand) -> anyhow::Result<()> {
                 }
             }
         }
+        TenantCommand::SetFusionauth {
+            slug,
+            base_url,
+            tenant_id,
+            application_id,
+            api_key,
+            fusionauth,
+            store,
+        } => {
+            let pool = connect(&store).await?;
+            let tenant = tenants::require_by_slug(&pool, &slug).await?;
+            let connection = FusionAuthConnection {
+                base_url: &base_url,
+                api_key: &api_key,
+                tenant_id,
+                application_id,
+            };
+            connect_fusionauth(&pool, &tenant, &fusionauth, connection).await?;
+            println!(
+                "{} now provisions into FusionAuth at {base_url}",
+                tenant.slug
+            );
+        }
+        TenantCommand::ClearFusionauth { slug, store } => {
+            let pool = connect(&store).await?;
+            let tenant = tenants::require_by_slug(&pool, &slug).await?;
+            tenants::set_fusionauth(&pool, tenant.id, None).await?;
+            audit::record(
+                &pool,
+                AuditEvent {
+                    actor: &cli_actor(),
+                    action: "tenant.fusionauth.clear",
+                    tenant_id: Some(tenant.id),
+                    target: Some(tenant.slug.clone()),
+                    detail: json!({}),
+                },
+            )
+            .await?;
+            println!(
+                "{} runs in shadow mode: users are stored in Roster only",
+                tenant.slug
+            );
+        }
     }
+    Ok(())
+}
+
+/// A FusionAuth connection as given on the command line.
+struct FusionAuthConnection<'a> {
+    base_url: &'a str,
+    api_key: &'a Secret,
+    tenant_id: Uuid,
+    application_id: Option<Uuid>,
+}
+
+/// Validates and stores a tenant's FusionAuth connection, the key sealed.
+async fn connect_fusionauth(
+    pool: &PgPool,
+    tenant: &Tenant,
+    config: &FusionAuthConfig,
+    connection: FusionAuthConnection<'_>,
+) -> anyhow::Result<()> {
+    let policy = UrlPolicy {
+        allow_private: config.fusionauth_allow_private_urls,
+    };
+    let base_url = validate_base_url(connection.base_url, policy)
+        .map_err(|e| anyhow::anyhow!("the FusionAuth base URL is refused: {e}"))?;
+    let sealer = sealer(config)?
+        .context("ROSTER_KEY_ENCRYPTION_KEY is required to store a FusionAuth API key")?;
+    let settings = FusionAuthSettings {
+        base_url: base_url.to_string().trim_end_matches('/').to_owned(),
+        sealed_api_key: sealer.seal(connection.api_key.expose())?,
+        tenant_id: connection.tenant_id,
+        application_id: connection.application_id,
+    };
+    tenants::set_fusionauth(pool, tenant.id, Some(&settings)).await?;
+    audit::record(
+        pool,
+        AuditEvent {
+            actor: &cli_actor(),
+            action: "tenant.fusionauth.set",
+            tenant_id: Some(tenant.id),
+            target: Some(tenant.slug.clone()),
+            detail: json!({
+                "base_url": settings.base_url,
+                "fusionauth_tenant_id": settings.tenant_id,
+                "application_id": settings.application_id,
+            }),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+async fn run_fusionauth_double(
+    listen: std::net::SocketAddr,
+    api_key: &Secret,
+    tenant_id: Uuid,
+) -> anyhow::Result<()> {
+    let double = FusionAuthDouble::start_on(listen).await?;
+    double.add_tenant(tenant_id);
+    double.add_api_key(api_key.expose(), None);
+    println!("FusionAuth double listening on {}", double.base_url());
+    tokio::signal::ctrl_c().await?;
     Ok(())
 }
 
@@ -390,6 +542,7 @@ async fn dev(mut config: ServeConfig) -> anyhow::Result<()> {
         None => create_tenant(&pool, "demo", "Demo tenant").await?,
     };
     let issued = issue_key(&pool, &tenant, "entra-demo", None).await?;
+    let double = connect_demo_fusionauth(&pool, &tenant, &mut config).await?;
 
     let running = server::start(&config).await?;
     let base = &running.state.public_url;
@@ -402,6 +555,7 @@ async fn dev(mut config: ServeConfig) -> anyhow::Result<()> {
     );
     println!("  Secret token for tenant demo:    {}", issued.secret);
     println!("  API docs:                        {base}/docs");
+    println!("  FusionAuth (test double):        {}", double.base_url());
     println!("  Admin token (roster:write, 12 h): {admin_token}");
     if generated_secret {
         println!(
@@ -417,4 +571,36 @@ async fn dev(mut config: ServeConfig) -> anyhow::Result<()> {
     println!("     curl -H 'Authorization: Bearer {admin_token}' {base}/admin/v1/tenants");
     println!();
     server::wait_for_shutdown(running).await
+}
+
+/// Starts the FusionAuth double on a free loopback port and connects the demo tenant to it,
+/// so the quickstart provisions end to end with no real FusionAuth.
+async fn connect_demo_fusionauth(
+    pool: &PgPool,
+    tenant: &Tenant,
+    config: &mut ServeConfig,
+) -> anyhow::Result<FusionAuthDouble> {
+    let fusionauth = &mut config.fusionauth;
+    fusionauth.fusionauth_allow_private_urls = true;
+    if fusionauth.key_encryption_key.is_none() {
+        use base64::Engine as _;
+        let mut key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
+        let encoded = base64::engine::general_purpose::STANDARD.encode(key);
+        fusionauth.key_encryption_key = Some(encoded.parse()?);
+        eprintln!("(dev: no ROSTER_KEY_ENCRYPTION_KEY set; using a random one for this run)");
+    }
+    let double = FusionAuthDouble::start().await?;
+    let fa_tenant = Uuid::new_v4();
+    let api_key = format!("dev-{}", Uuid::new_v4().simple());
+    double.add_tenant(fa_tenant);
+    double.add_api_key(&api_key, None);
+    let connection = FusionAuthConnection {
+        base_url: &double.base_url(),
+        api_key: &api_key.parse()?,
+        tenant_id: fa_tenant,
+        application_id: None,
+    };
+    connect_fusionauth(pool, tenant, fusionauth, connection).await?;
+    Ok(double)
 }

@@ -36,6 +36,13 @@ impl HealthApi {
         PlainText("ok")
     }
 
+    /// Prometheus metrics: requests by operation and status, latencies, FusionAuth outcomes,
+    /// rate-limit rejections, key-cache hits and misses, Redis state and pool usage.
+    #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
+    async fn metrics(&self, state: Data<&AppState>) -> PlainText<String> {
+        PlainText(crate::metrics::render(&state))
+    }
+
     /// Readiness: Postgres answers; Redis state is reported but does not decide.
     #[oai(path = "/readyz", method = "get", operation_id = "readyz")]
     async fn readyz(&self, state: Data<&AppState>) -> ReadyResponse {

@@ -9,8 +9,8 @@ use poem::middleware::CatchPanic;
 use poem::{Endpoint, EndpointExt, Route, Server};
 use tokio::task::JoinHandle;
 
-use crate::body_limit::BodyLimit;
 use crate::config::ServeConfig;
+use crate::request_line::LenientRequestLines;
 use crate::state::{connect_redis, AppState};
 use crate::telemetry::AccessLog;
 use crate::{admin, openapi, scim};
@@ -25,7 +25,7 @@ pub fn app(state: AppState) -> impl Endpoint {
         .at("/openapi.json", api.spec_endpoint())
         .nest(
             "/",
-            api.with(BodyLimit(limit))
+            api.with(limit.middleware())
                 .catch_all_error(|error| async move { admin::error::render(error) }),
         )
         .with(CatchPanic::new())
@@ -39,6 +39,7 @@ pub struct Running {
     pub state: AppState,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    maintenance: JoinHandle<()>,
 }
 
 impl Running {
@@ -47,6 +48,7 @@ impl Running {
         if let Some(shutdown) = self.shutdown.take() {
             let _already_stopping = shutdown.send(());
         }
+        self.maintenance.abort();
         self.task.await??;
         Ok(())
     }
@@ -54,6 +56,7 @@ impl Running {
 
 /// Connects to Postgres and Redis, checks the control schema, binds and starts serving.
 pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
+    crate::metrics::install();
     let pool = tenancy::db::connect(&config.store.db())
         .await
         .context("cannot connect to Postgres")?;
@@ -78,7 +81,7 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
     let state = AppState::new(&config, pool, redis)?;
     let (shutdown, signal) = tokio::sync::oneshot::channel::<()>();
     let grace = Duration::from_secs(config.shutdown_grace_secs);
-    let server = Server::new_with_acceptor(acceptor);
+    let server = Server::new_with_acceptor(LenientRequestLines(acceptor));
     let endpoint = app(state.clone());
     let task = tokio::spawn(async move {
         server
@@ -91,12 +94,14 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
             )
             .await
     });
+    let maintenance = tokio::spawn(prune_journals(state.pool.clone()));
     tracing::info!(listen = %addr, "serving");
     Ok(Running {
         addr,
         state,
         shutdown: Some(shutdown),
         task,
+        maintenance,
     })
 }
 
@@ -110,6 +115,21 @@ pub async fn wait_for_shutdown(running: Running) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
     running.stop().await
+}
+
+/// Prunes every tenant's journal by its retention, a minute after start and hourly after.
+async fn prune_journals(pool: sqlx::PgPool) {
+    let mut hourly = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(60),
+        Duration::from_secs(3600),
+    );
+    loop {
+        hourly.tick().await;
+        match crate::directory::journal::prune(&pool).await {
+            Ok(pruned) => tracing::info!(entries = pruned, "journal pruned"),
+            Err(e) => tracing::warn!(error = %e, "journal pruning failed; retrying in an hour"),
+        }
+    }
 }
 
 async fn warn_about_tenants_behind(pool: &sqlx::PgPool) -> anyhow::Result<()> {

@@ -10,6 +10,7 @@ use std::time::Instant;
 use poem::http::HeaderValue;
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result};
 use poem_openapi::OperationId;
+use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
@@ -106,7 +107,8 @@ impl<E: Endpoint> Endpoint for AccessLogEndpoint<E> {
         let context = Arc::new(RequestContext::new(request_id_of(&req)));
         req.extensions_mut().insert(context.clone());
 
-        let mut response = match self.inner.call(req).await {
+        let span = tracing::info_span!("request", request.id = %context.request_id);
+        let mut response = match self.inner.call(req).instrument(span).await {
             Ok(output) => output.into_response(),
             Err(error) => error.into_response(),
         };
@@ -119,6 +121,7 @@ impl<E: Endpoint> Endpoint for AccessLogEndpoint<E> {
             Some(id) if context.operation.get().is_none() => id.0,
             _ => context.operation(),
         };
+        crate::metrics::record_request(operation, response.status().as_u16(), started.elapsed());
         tracing::info!(
             request.id = %context.request_id,
             tenant.slug = context.tenant.get().map(String::as_str).unwrap_or("-"),

@@ -60,11 +60,16 @@ impl KeyCache {
     /// caller's to check, since a grant may outlive its key's expiry in a cache.
     pub async fn resolve(&self, hash: &KeyHash) -> Result<Option<KeyGrant>, Error> {
         if let Some(grant) = self.local.get(hash) {
+            count_lookup("local", &grant);
             return Ok(grant);
         }
         let grant = match self.redis.connection() {
             Some(conn) => self.resolve_through_redis(conn, hash).await?,
-            None => keys::lookup(&self.pool, hash).await?,
+            None => {
+                let grant = keys::lookup(&self.pool, hash).await?;
+                count_lookup("postgres", &grant);
+                grant
+            }
         };
         self.local.insert(*hash, grant.clone());
         Ok(grant)
@@ -89,11 +94,13 @@ impl KeyCache {
         let generation = generation.unwrap_or(0);
         if let Some(entry) = entry.and_then(|raw| serde_json::from_str::<Entry>(&raw).ok()) {
             if entry.generation == generation {
+                count_lookup("redis", &entry.grant);
                 return Ok(entry.grant);
             }
         }
 
         let grant = keys::lookup(&self.pool, hash).await?;
+        count_lookup("postgres", &grant);
         self.store(&mut conn, &entry_key, generation, &grant).await;
         Ok(grant)
     }
@@ -147,6 +154,14 @@ impl KeyCache {
             }
         }
     }
+}
+
+/// Counts where a lookup was answered (`local`, `redis`, `postgres`) and whether the key was
+/// known, for the `roster_key_cache_lookups_total` metric.
+fn count_lookup(tier: &'static str, grant: &Option<KeyGrant>) {
+    let known = if grant.is_some() { "known" } else { "unknown" };
+    metrics::counter!("roster_key_cache_lookups_total", "tier" => tier, "key" => known)
+        .increment(1);
 }
 
 fn entry_key(hash: &KeyHash) -> String {

@@ -3,6 +3,7 @@
 //! function takes a connection already scoped to the tenant (`tenancy::scope::begin`).
 
 pub mod journal;
+pub mod provisioning;
 pub mod safety_net;
 pub mod users;
 

@@ -44,6 +44,7 @@ impl<'a> FromRequest<'a> for ScimCaller {
 async fn authenticate(state: &AppState, req: &Request) -> Result<ScimCaller, ScimError> {
     let address = client_address(req, state.trust_forwarded_for);
     if let Some(wait) = state.auth_failures.blocked_for(address) {
+        crate::metrics::record_rate_limited("auth_failures");
         return Err(too_many_failures(wait));
     }
 
@@ -90,10 +91,13 @@ async fn find_grant(state: &AppState, req: &Request) -> Result<Option<KeyGrant>,
 async fn enforce_rate_limit(state: &AppState, tenant: &TenantRef) -> Result<(), ScimError> {
     match state.limits.check(tenant).await {
         Decision::Allowed => Ok(()),
-        Decision::Limited { retry_after } => Err(ScimError::TooManyRequests {
-            retry_after,
-            detail: "this tenant's request rate limit is exceeded; retry after the given delay",
-        }),
+        Decision::Limited { retry_after } => {
+            crate::metrics::record_rate_limited("tenant");
+            Err(ScimError::TooManyRequests {
+                retry_after,
+                detail: "this tenant's request rate limit is exceeded; retry after the given delay",
+            })
+        }
     }
 }
 

@@ -42,6 +42,11 @@ pub enum ScimError {
     #[error("this endpoint does not support the method")]
     MethodNotAllowed,
 
+    /// 501: a SCIM feature Roster does not offer (e.g. `POST /.search`); advertised as such
+    /// in `/ServiceProviderConfig`.
+    #[error("{0}")]
+    NotImplemented(&'static str),
+
     /// 409 `uniqueness`: a user with the same userName or work email exists.
     #[error("{0}")]
     Uniqueness(String),
@@ -49,6 +54,10 @@ pub enum ScimError {
     /// 413: the body is larger than the configured limit (`ROSTER_BODY_LIMIT_BYTES`).
     #[error("the request body is larger than this service accepts")]
     PayloadTooLarge,
+
+    /// 408: the body did not arrive within `ROSTER_BODY_TIMEOUT_SECS`.
+    #[error("the request body was not received in time")]
+    RequestTimeout,
 
     /// 415: a body labelled with a type other than JSON.
     #[error("request bodies must be application/scim+json or application/json")]
@@ -67,6 +76,12 @@ pub enum ScimError {
         retry_after: Duration,
         detail: &'static str,
     },
+
+    /// 502: the tenant's FusionAuth failed in a way only an operator can fix (Roster's
+    /// credentials refused, a broken connection setting). Never a 401, which would make Entra
+    /// blame its own token.
+    #[error("{0}")]
+    Upstream(&'static str),
 
     /// 500: a server-side fault. The cause has been logged; the client gets nothing of it.
     #[error("internal error; the request id identifies it in Roster's logs")]
@@ -109,6 +124,7 @@ impl ScimError {
             StatusCode::NOT_FOUND => ScimError::NotFound("no such SCIM endpoint".to_owned()),
             StatusCode::METHOD_NOT_ALLOWED => ScimError::MethodNotAllowed,
             StatusCode::PAYLOAD_TOO_LARGE => ScimError::PayloadTooLarge,
+            StatusCode::REQUEST_TIMEOUT => ScimError::RequestTimeout,
             status if status.is_client_error() => ScimError::BadRequest {
                 scim_type: None,
                 detail: "the request could not be read".to_owned(),
@@ -148,8 +164,11 @@ impl ResponseError for ScimError {
             ScimError::Uniqueness(_) => StatusCode::CONFLICT,
             ScimError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ScimError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ScimError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ScimError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ScimError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ScimError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ScimError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ScimError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -5,22 +5,26 @@
 //! either base answers in the SCIM error shape, including unknown paths and wrong methods.
 
 pub mod auth;
+pub mod body;
 pub mod discovery;
 pub mod error;
 pub mod filter;
 pub mod patch;
 pub mod path;
+pub mod query;
 pub mod quirks;
+pub mod resources;
 pub mod response;
 pub mod user_request;
+pub mod users;
 
-use poem::{get, Endpoint, EndpointExt, IntoEndpoint, Route};
+use poem::{get, post, Endpoint, EndpointExt, IntoEndpoint, Route};
 
 use self::error::render;
-use crate::body_limit::BodyLimit;
+use crate::state::BodyLimitConfig;
 
-/// The SCIM routes under both bases (relative to `/scim`), refusing bodies over `body_limit` bytes.
-pub fn routes(body_limit: usize) -> impl Endpoint {
+/// The SCIM routes under both bases (relative to `/scim`), with bodies bounded by `body_limit`.
+pub fn routes(body_limit: BodyLimitConfig) -> impl Endpoint {
     let mut route = Route::new();
     for base in ["/v2", "/v2/:tenant"] {
         route = route
@@ -37,13 +41,35 @@ pub fn routes(body_limit: usize) -> impl Endpoint {
             .at(
                 format!("{base}/ResourceTypes/:id"),
                 get(discovery::get_resource_type),
+            )
+            .at(format!("{base}/.search"), post(search_not_implemented))
+            .at(
+                format!("{base}/Users/.search"),
+                post(search_not_implemented),
+            )
+            .at(
+                format!("{base}/Users"),
+                get(users::list_users).post(users::create_user),
+            )
+            .at(
+                format!("{base}/Users/:id"),
+                get(users::get_user)
+                    .put(users::replace_user)
+                    .patch(users::patch_user)
+                    .delete(users::delete_user),
             );
     }
     route
         .at("/*rest", unknown_path)
-        .with(BodyLimit(body_limit))
+        .with(body_limit.middleware())
         .catch_all_error(|error| async move { render(error) })
         .into_endpoint()
+}
+
+/// `POST /.search`: searching is done with `GET` and `filter`.
+#[poem::handler]
+fn search_not_implemented() -> error::ScimError {
+    error::ScimError::NotImplemented("POST /.search is not supported; use GET with filter")
 }
 
 /// Any other path under the SCIM bases.

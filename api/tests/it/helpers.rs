@@ -42,6 +42,7 @@ pub fn test_config() -> ServeConfig {
         listen: "127.0.0.1:0".parse().expect("a socket address"),
         public_url: None,
         body_limit_bytes: 64 * 1024,
+        body_timeout_secs: 2,
         shutdown_grace_secs: 5,
         default_rate_limit: 1000.try_into().expect("non-zero"),
         auth_failures_per_minute: 1000.try_into().expect("non-zero"),
@@ -188,5 +189,93 @@ impl TestApp {
         let url = format!("/scim/v2/{}{path}", tenant.tenant.slug);
         self.request(Method::GET, &url, Some(&tenant.key.secret), None)
             .await
+    }
+}
+
+/// One journal row, as tests read it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JournalRow {
+    pub operation: String,
+    pub outcome: String,
+    pub status: Option<i16>,
+    pub user_id: Option<uuid::Uuid>,
+    pub group_id: Option<uuid::Uuid>,
+    pub detail: Option<String>,
+    pub quirks: Vec<String>,
+    pub fusionauth_outcome: Option<String>,
+    pub fusionauth_latency_ms: Option<i32>,
+}
+
+/// Entra's create body for a user, as Microsoft documents it.
+pub fn entra_user(user_name: &str, email: &str) -> Value {
+    serde_json::json!({
+        "schemas": [
+            "urn:ietf:params:scim:schemas:core:2.0:User",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+        ],
+        "externalId": uuid::Uuid::new_v4().to_string(),
+        "userName": user_name,
+        "active": true,
+        "displayName": "Test User",
+        "emails": [{ "primary": true, "type": "work", "value": email }],
+        "meta": { "resourceType": "User" },
+        "name": { "formatted": "Test User", "familyName": "User", "givenName": "Test" },
+        "roles": []
+    })
+}
+
+impl TestApp {
+    /// Any SCIM request on the tenant's per-tenant base.
+    pub async fn scim(
+        &self,
+        method: Method,
+        tenant: &TestTenant,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Reply {
+        let url = format!("/scim/v2/{}{path}", tenant.tenant.slug);
+        self.request(method, &url, Some(&tenant.key.secret), body)
+            .await
+    }
+
+    /// `POST /Users` with Entra's body.
+    pub async fn post_user(&self, tenant: &TestTenant, user_name: &str, email: &str) -> Reply {
+        self.scim(
+            Method::POST,
+            tenant,
+            "/Users",
+            Some(&entra_user(user_name, email)),
+        )
+        .await
+    }
+
+    /// The tenant's journal, oldest first, after pending read entries are written.
+    pub async fn journal(&self, tenant: &TestTenant) -> Vec<JournalRow> {
+        self.running.state.journal.flush().await;
+        let mut tx = tenancy::scope::begin(&self.pool, &tenant.tenant.schema)
+            .await
+            .expect("scoped");
+        let rows = sqlx::query_as(
+            "select operation, outcome, status, user_id, group_id, detail, quirks, \
+               fusionauth_outcome, fusionauth_latency_ms from journal order by id",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .expect("journal readable");
+        tx.commit().await.expect("committed");
+        rows
+    }
+
+    /// How many users the tenant has.
+    pub async fn user_count(&self, tenant: &TestTenant) -> i64 {
+        let mut tx = tenancy::scope::begin(&self.pool, &tenant.tenant.schema)
+            .await
+            .expect("scoped");
+        let count = sqlx::query_scalar("select count(*) from users")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("countable");
+        tx.commit().await.expect("committed");
+        count
     }
 }
