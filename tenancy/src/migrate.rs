@@ -46,9 +46,17 @@ pub fn latest_version(migrator: &Migrator) -> i64 {
 
 /// Brings the control schema up to date.
 pub async fn migrate_control(pool: &PgPool) -> Result<(), Error> {
-    sqlx::raw_sql(&format!("create schema if not exists {CONTROL_SCHEMA}"))
+    let created = sqlx::raw_sql(&format!("create schema if not exists {CONTROL_SCHEMA}"))
         .execute(pool)
-        .await?;
+        .await;
+    match created {
+        // `if not exists` does not hold against a concurrent creation: when several processes
+        // start at once, the losers of the race see a unique violation on `pg_namespace`.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {}
+        other => {
+            other?;
+        }
+    }
     CONTROL.run(pool).await?;
     Ok(())
 }
