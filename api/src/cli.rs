@@ -1,10 +1,11 @@
 //! The `roster` command line: run the service, migrate, and administer tenants and keys.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{Duration as ChronoDuration, Utc};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use sqlx::PgPool;
 use tenancy::audit::{self, AuditEvent};
@@ -15,7 +16,11 @@ use tenancy::{tenants, Tenant};
 
 use uuid::Uuid;
 
-use crate::config::{FusionAuthConfig, LogConfig, MigrateConfig, Secret, ServeConfig, StoreConfig};
+use crate::admin::auth::Access;
+use crate::admin::token::{self, TokenRequest};
+use crate::config::{
+    AdminAuthConfig, FusionAuthConfig, LogConfig, MigrateConfig, Secret, ServeConfig, StoreConfig,
+};
 use crate::fusionauth::double::FusionAuthDouble;
 use crate::fusionauth::{validate_base_url, UrlPolicy};
 use crate::state::{connect_redis, sealer};
@@ -45,8 +50,10 @@ enum Command {
     /// Manage service-account API keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Mint a development admin API token, signed with `ROSTER_JWT_HS256_SECRET`.
+    AdminToken(AdminTokenArgs),
     /// Local demo: migrate, create or reuse the `demo` tenant connected to a local FusionAuth
-    /// double, issue a key, print it, serve.
+    /// double, issue a key, print it and an admin token, serve.
     Dev(ServeConfig),
     /// Run the FusionAuth test double (for load tests and demos; never in production).
     FusionauthDouble {
@@ -59,6 +66,40 @@ enum Command {
         #[arg(long)]
         tenant_id: Uuid,
     },
+}
+
+#[derive(Debug, Args)]
+struct AdminTokenArgs {
+    /// The token's subject, recorded as the actor of every change made with it
+    /// (default `cli:<user>`).
+    #[arg(long)]
+    sub: Option<String>,
+    /// `read` grants `roster:read`; `write` grants `roster:write` (read and write).
+    #[arg(long, value_enum, default_value = "read")]
+    role: Role,
+    /// Confine the token to this tenant's slug.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Minutes until the token expires.
+    #[arg(long, default_value_t = 60)]
+    ttl_minutes: u32,
+    #[command(flatten)]
+    auth: AdminAuthConfig,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Role {
+    Read,
+    Write,
+}
+
+impl From<Role> for Access {
+    fn from(role: Role) -> Self {
+        match role {
+            Role::Read => Access::Read,
+            Role::Write => Access::Write,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,6 +205,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Tenant(command) => tenant(command).await,
         Command::Key(command) => key(command).await,
+        Command::AdminToken(args) => admin_token(&args),
         Command::Dev(config) => dev(config).await,
         Command::FusionauthDouble {
             listen,
@@ -446,7 +488,49 @@ async fn issue_key(
     Ok(issued)
 }
 
+fn admin_token(args: &AdminTokenArgs) -> anyhow::Result<()> {
+    let subject = args.sub.clone().unwrap_or_else(cli_actor);
+    let request = TokenRequest {
+        subject: &subject,
+        access: args.role.into(),
+        tenant: args.tenant.as_deref(),
+        ttl: Duration::from_secs(u64::from(args.ttl_minutes) * 60),
+    };
+    let token = token::mint_hs256(&args.auth, &request)?;
+    println!("{token}");
+    eprintln!(
+        "(expires in {} minutes; send it as `Authorization: Bearer <token>` or paste it into \
+         Authorize at /docs)",
+        args.ttl_minutes
+    );
+    Ok(())
+}
+
+/// Gives a `roster dev` process an HS256 secret when none is configured; true when it did.
+fn ensure_dev_jwt_secret(auth: &mut AdminAuthConfig) -> bool {
+    if auth
+        .jwt_hs256_secret
+        .as_ref()
+        .is_some_and(|s| !s.is_empty())
+    {
+        return false;
+    }
+    let Ok(secret) = token::generate_dev_secret().parse();
+    auth.jwt_hs256_secret = Some(secret);
+    true
+}
+
 async fn dev(mut config: ServeConfig) -> anyhow::Result<()> {
+    let generated_secret = ensure_dev_jwt_secret(&mut config.admin_auth);
+    let admin_token = token::mint_hs256(
+        &config.admin_auth,
+        &TokenRequest {
+            subject: &cli_actor(),
+            access: Access::Write,
+            tenant: None,
+            ttl: Duration::from_secs(12 * 60 * 60),
+        },
+    )?;
     migrate(&MigrateConfig {
         store: config.store.clone(),
         migrate_concurrency: 4,
@@ -472,11 +556,19 @@ async fn dev(mut config: ServeConfig) -> anyhow::Result<()> {
     println!("  Secret token for tenant demo:    {}", issued.secret);
     println!("  API docs:                        {base}/docs");
     println!("  FusionAuth (test double):        {}", double.base_url());
+    println!("  Admin token (roster:write, 12 h): {admin_token}");
+    if generated_secret {
+        println!(
+            "  (signed with a JWT secret generated for this process: set \
+             ROSTER_JWT_HS256_SECRET to keep admin tokens valid across restarts)"
+        );
+    }
     println!();
     println!(
         "Try: curl -H 'Authorization: Bearer {}' {base}/scim/v2/ServiceProviderConfig",
         issued.secret
     );
+    println!("     curl -H 'Authorization: Bearer {admin_token}' {base}/admin/v1/tenants");
     println!();
     server::wait_for_shutdown(running).await
 }

@@ -13,7 +13,7 @@ use crate::config::ServeConfig;
 use crate::request_line::LenientRequestLines;
 use crate::state::{connect_redis, AppState};
 use crate::telemetry::AccessLog;
-use crate::{openapi, scim};
+use crate::{admin, openapi, scim};
 
 /// The whole service as one endpoint.
 pub fn app(state: AppState) -> impl Endpoint {
@@ -23,7 +23,11 @@ pub fn app(state: AppState) -> impl Endpoint {
         .nest("/scim", scim::routes(limit))
         .nest("/docs", api.swagger_ui())
         .at("/openapi.json", api.spec_endpoint())
-        .nest("/", api.with(limit.middleware()))
+        .nest(
+            "/",
+            api.with(limit.middleware())
+                .catch_all_error(|error| async move { admin::error::render(error) }),
+        )
         .with(CatchPanic::new())
         .with(AccessLog)
         .data(state)

@@ -10,6 +10,7 @@ use tenancy::keys::LastUsed;
 use tenancy::limits::{AuthFailures, TenantLimits};
 use tenancy::redis_link::RedisLink;
 
+use crate::admin::token::TokenVerifier;
 use crate::config::{FusionAuthConfig, ServeConfig};
 use crate::directory::journal::JournalWriter;
 use crate::fusionauth::{ClientConfig, FusionAuthClient, KeySealer, UrlPolicy};
@@ -36,6 +37,8 @@ pub struct AppState {
     pub url_policy: UrlPolicy,
     /// Batches read-path journal entries and `last_synced_at` stamps.
     pub journal: JournalWriter,
+    /// Checks the admin API's bearer tokens.
+    pub admin_tokens: Arc<TokenVerifier>,
 }
 
 impl AppState {
@@ -47,6 +50,10 @@ impl AppState {
             fusionauth: fusionauth_client(&config.fusionauth, url_policy)?,
             sealer: sealer(&config.fusionauth)?,
             url_policy,
+            admin_tokens: Arc::new(
+                TokenVerifier::from_config(&config.admin_auth)
+                    .context("invalid admin token configuration")?,
+            ),
             journal: JournalWriter::spawn(pool.clone()),
             keys: KeyCache::new(pool.clone(), redis.clone()),
             last_used: LastUsed::new(pool.clone()),
