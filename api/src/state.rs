@@ -11,6 +11,7 @@ use tenancy::limits::{AuthFailures, TenantLimits};
 use tenancy::redis_link::RedisLink;
 
 use crate::config::{FusionAuthConfig, ServeConfig};
+use crate::directory::journal::JournalWriter;
 use crate::fusionauth::{ClientConfig, FusionAuthClient, KeySealer, UrlPolicy};
 
 /// Shared, cheaply cloneable service state.
@@ -33,6 +34,8 @@ pub struct AppState {
     pub sealer: Option<Arc<KeySealer>>,
     /// Which FusionAuth base URLs tenants may configure.
     pub url_policy: UrlPolicy,
+    /// Batches read-path journal entries and `last_synced_at` stamps off the request path.
+    pub journal: JournalWriter,
 }
 
 impl AppState {
@@ -46,6 +49,7 @@ impl AppState {
             url_policy,
             keys: KeyCache::new(pool.clone(), redis.clone()),
             last_used: LastUsed::new(pool.clone()),
+            journal: JournalWriter::spawn(pool.clone()),
             limits: TenantLimits::new(redis.clone(), config.default_rate_limit),
             auth_failures: AuthFailures::new(config.auth_failures_per_minute),
             public_url: config.public_url(),
