@@ -109,7 +109,7 @@ pub async fn record(tx: &mut PgConnection, entries: &[Entry]) -> Result<(), sqlx
     sqlx::query(
         "insert into journal (request_id, operation, outcome, status, user_id, group_id, detail, \
            quirks, fusionauth_outcome, fusionauth_latency_ms) \
-         select r, o, c, s, u, g, d, string_to_array(q, ','), fo, fl \
+         select r, o, c, s, u, g, d, coalesce(string_to_array(q, ','), '{}'), fo, fl \
          from unnest($1::text[], $2::text[], $3::text[], $4::int2[], $5::uuid[], $6::uuid[], \
            $7::text[], $8::text[], $9::text[], $10::int4[]) as t(r, o, c, s, u, g, d, q, fo, fl)",
     )
