@@ -8,6 +8,7 @@ pub mod auth;
 pub mod discovery;
 pub mod error;
 pub mod filter;
+pub mod groups;
 pub mod patch;
 pub mod path;
 pub mod query;
@@ -39,6 +40,17 @@ pub fn routes(body_limit: usize) -> impl Endpoint {
             .at(
                 format!("{base}/ResourceTypes/:id"),
                 get(discovery::get_resource_type),
+            )
+            .at(
+                format!("{base}/Groups"),
+                get(groups::list_groups).post(groups::refuse_write),
+            )
+            .at(
+                format!("{base}/Groups/:id"),
+                get(groups::get_group)
+                    .patch(groups::patch_group)
+                    .put(groups::refuse_write)
+                    .delete(groups::refuse_write),
             );
     }
     route

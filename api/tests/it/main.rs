@@ -7,6 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod foundation;
+mod groups;
+mod groups_helpers;
 mod helpers;
 mod migrations;
 mod openapi;
