@@ -704,6 +704,99 @@ async fn effective_permissions_are_the_union_of_the_users_groups() {
     assert!(of_inactive.is_empty());
 }
 
+/// Runs `roster group ...` against the test database.
+async fn roster_group(args: &[&str]) -> (bool, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_roster"))
+        .arg("group")
+        .args(args)
+        .env("ROSTER_DATABASE_URL", crate::helpers::database_url())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.success(), stdout, stderr)
+}
+
+#[tokio::test]
+async fn the_cli_creates_lists_updates_and_deletes_groups_with_an_audit_trail() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant().await;
+    let slug = tenant.tenant.slug.as_str();
+    let object_id = Uuid::new_v4().to_string();
+    let user = insert_user(&app, &tenant).await;
+    let basic_user = basic_user_id(&app, &tenant).await.to_string();
+
+    let (created, stdout, stderr) = roster_group(&[
+        "create",
+        slug,
+        "--name",
+        "Sales",
+        "--external-id",
+        &object_id,
+        "--sync",
+        "--permission",
+        "crm.read",
+        "--permission",
+        "crm.write",
+    ])
+    .await;
+    assert!(created, "{stderr}");
+    let id = stdout.split_whitespace().nth(2).unwrap().to_owned();
+    let group_id: Uuid = id.parse().unwrap();
+    add_members(&app, &tenant, group_id, &[user]).await;
+    let (listed, list, _) = roster_group(&["list", slug]).await;
+    let (updated, _, stderr) = roster_group(&[
+        "update",
+        slug,
+        &id,
+        "--sync",
+        "false",
+        "--name",
+        "Sales EMEA",
+        "--clear-permissions",
+    ])
+    .await;
+    assert!(updated, "{stderr}");
+    let mut tx = begin(&app, &tenant).await;
+    let after_update = groups::get(&mut tx, group_id).await.unwrap().unwrap();
+    drop(tx);
+    let basic_after_update = basic_user_members(&app, &tenant).await;
+    let (refused, _, refusal) = roster_group(&["delete", slug, &basic_user]).await;
+    let (deleted, _, stderr) = roster_group(&["delete", slug, &id]).await;
+
+    assert!(listed);
+    let sales = list.lines().find(|line| line.contains("Sales")).unwrap();
+    assert!(
+        sales.contains("synced") && sales.contains(&object_id),
+        "{list}"
+    );
+    assert!(sales.contains("crm.read, crm.write"), "{list}");
+    assert!(list
+        .lines()
+        .any(|l| l.contains("Basic User") && l.contains("system")));
+    assert_eq!(after_update.display_name, "Sales EMEA");
+    assert!(!after_update.sync_enabled && after_update.permissions.is_empty());
+    assert_eq!(basic_after_update, BTreeSet::from([user]));
+    assert!(
+        !refused && refusal.contains("cannot be deleted"),
+        "{refusal}"
+    );
+    assert!(deleted, "{stderr}");
+    let mut tx = begin(&app, &tenant).await;
+    assert!(groups::get(&mut tx, group_id).await.unwrap().is_none());
+    let actions: Vec<String> = sqlx::query_scalar(
+        "select action from roster_control.admin_audit where tenant_id = $1 and target = $2 \
+         order by id",
+    )
+    .bind(tenant.tenant.id)
+    .bind(&id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(actions, ["group.create", "group.update", "group.delete"]);
+}
+
 mod model {
     //! Random sequences of user creations, membership PATCHes and sync toggles, replayed
     //! against the real server and a serial model.
