@@ -1,13 +1,14 @@
 //! SCIM Groups: Entra finds synced groups and changes their members; nothing else.
 //!
 //! Only synced groups (Sync Enabled with an External Group ID) are visible. Reads stamp
-//! `last_synced_at` and journal through the batched [`JournalWriter`](crate::directory::journal::JournalWriter),
-//! off the request path. A PATCH applies membership deltas, restores the safety net, stamps and
-//! journals in one transaction, and answers `204`. Members are loaded only when a response
-//! carries them, and then at most [`groups::MEMBER_PAGE_LIMIT`] per group (the first by id):
-//! Entra always sends `excludedAttributes=members`, and a response listing every member of a
-//! large group would be unbounded. Create, replace and delete are refused: the platform owns
-//! groups.
+//! `last_synced_at` and journal through the batched [`JournalWriter`], off the request path.
+//! A PATCH applies membership deltas, restores the safety net, stamps and journals in one
+//! transaction, and answers `204`. Members are loaded only when a response carries them, and
+//! then at most [`groups::MEMBER_PAGE_LIMIT`] per group (the first by id): Entra always sends
+//! `excludedAttributes=members`, and a response listing every member of a large group would be
+//! unbounded. Create, replace and delete are refused: the platform owns groups.
+//!
+//! [`JournalWriter`]: crate::directory::journal::JournalWriter
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -831,7 +831,8 @@ mod model {
         let users = proptest::collection::vec(0..64usize, 0..4);
         prop_oneof![
             3 => any::<bool>().prop_map(|active| Step::CreateUser { active }),
-            4 => (group.clone(), users.clone()).prop_map(|(group, users)| Step::Add { group, users }),
+            4 => (group.clone(), users.clone())
+                .prop_map(|(group, users)| Step::Add { group, users }),
             3 => (group.clone(), users.clone())
                 .prop_map(|(group, users)| Step::Remove { group, users }),
             1 => (group.clone(), users).prop_map(|(group, users)| Step::Replace { group, users }),
