@@ -8,6 +8,7 @@
 
 mod foundation;
 mod groups;
+mod groups_bench;
 mod groups_helpers;
 mod helpers;
 mod migrations;
