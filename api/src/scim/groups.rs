@@ -342,7 +342,8 @@ fn journal_rejection(state: &AppState, caller: &ScimCaller, group_id: Uuid, erro
     state.journal.submit(&caller.tenant.schema, entry);
 }
 
-/// Maps a failed PATCH transaction to SCIM, journaling it (its own entries rolled back).
+/// Maps a failed PATCH transaction to SCIM, journaling it (its own entries rolled back) and
+/// stamping the group when it was found.
 fn patch_error(
     state: &AppState,
     caller: &ScimCaller,
@@ -351,13 +352,17 @@ fn patch_error(
 ) -> ScimError {
     let (outcome, detail) = match &error {
         GroupError::NotFound => (Outcome::Rejected, "no synced group with this id".to_owned()),
-        GroupError::UnknownMembers { ids } => (
-            Outcome::Rejected,
-            format!(
-                "{} member ids are not users of this tenant; nothing applied",
-                ids.len()
-            ),
-        ),
+        // The ids are checked after the group was found synced: Entra did reach it.
+        GroupError::UnknownMembers { ids } => {
+            state.journal.group_read(&caller.tenant.schema, group_id);
+            (
+                Outcome::Rejected,
+                format!(
+                    "{} member ids are not users of this tenant; nothing applied",
+                    ids.len()
+                ),
+            )
+        }
         _ => (
             Outcome::Failed,
             "the change failed; nothing applied".to_owned(),

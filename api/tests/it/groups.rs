@@ -150,6 +150,14 @@ async fn a_group_is_read_with_or_without_members() {
     let only_members = app
         .scim_get(&tenant, &format!("{path}?attributes=members"))
         .await;
+    let key_base = app
+        .request(
+            Method::GET,
+            &format!("/scim/v2{path}"),
+            Some(&tenant.key.secret),
+            None,
+        )
+        .await;
 
     assert_eq!(full.status, 200, "{full:?}");
     assert_eq!(full.header("content-type"), Some("application/scim+json"));
@@ -164,6 +172,8 @@ async fn a_group_is_read_with_or_without_members() {
     assert!(without.body.get("members").is_none(), "{:?}", without.body);
     assert_eq!(without.body["id"], group.id.to_string());
     assert!(only_members.body.get("displayName").is_none());
+    assert_eq!(key_base.status, 200);
+    assert_eq!(key_base.body["id"], group.id.to_string());
     assert_eq!(only_members.body["members"][0]["value"], user.to_string());
 }
 
@@ -264,6 +274,7 @@ async fn unknown_member_ids_are_400_and_nothing_is_applied() {
     assert!(journal
         .iter()
         .any(|(_, outcome, _, _)| outcome == "rejected"));
+    assert!(last_synced_at(&app, &tenant, group.id).await.is_some());
 }
 
 #[tokio::test]
@@ -560,6 +571,40 @@ async fn parallel_adds_and_removes_of_the_same_members_keep_the_invariant() {
         }
         assert_invariant(&app, &tenant).await;
     }
+}
+
+// The retry of a PATCH rests on this classification of what Postgres reports.
+#[tokio::test]
+async fn a_real_deadlock_is_classified_as_transient() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant().await;
+    let (a, b) = (
+        insert_user(&app, &tenant).await,
+        insert_user(&app, &tenant).await,
+    );
+    let lock = "select id from users where id = $1 for update";
+    let (mut first, mut second) = (begin(&app, &tenant).await, begin(&app, &tenant).await);
+    sqlx::query(lock)
+        .bind(a)
+        .execute(&mut *first)
+        .await
+        .unwrap();
+    sqlx::query(lock)
+        .bind(b)
+        .execute(&mut *second)
+        .await
+        .unwrap();
+
+    let (one, other) = tokio::join!(
+        sqlx::query(lock).bind(b).execute(&mut *first),
+        sqlx::query(lock).bind(a).execute(&mut *second),
+    );
+
+    let failure = one
+        .err()
+        .or(other.err())
+        .expect("Postgres breaks the deadlock");
+    assert!(GroupError::Database(failure).is_transient());
 }
 
 #[tokio::test]
