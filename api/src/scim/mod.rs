@@ -9,6 +9,7 @@ pub mod body;
 pub mod discovery;
 pub mod error;
 pub mod filter;
+pub mod groups;
 pub mod patch;
 pub mod path;
 pub mod query;
@@ -57,6 +58,17 @@ pub fn routes(body_limit: BodyLimitConfig) -> impl Endpoint {
                     .put(users::replace_user)
                     .patch(users::patch_user)
                     .delete(users::delete_user),
+            )
+            .at(
+                format!("{base}/Groups"),
+                get(groups::list_groups).post(groups::refuse_write),
+            )
+            .at(
+                format!("{base}/Groups/:id"),
+                get(groups::get_group)
+                    .patch(groups::patch_group)
+                    .put(groups::refuse_write)
+                    .delete(groups::refuse_write),
             );
     }
     route
