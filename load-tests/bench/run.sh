@@ -3,19 +3,19 @@
 #   spc    — authenticated GET /ServiceProviderConfig with a warm key cache (auth chain cost)
 #   match  — Entra's match query on a tenant with 100,000 users (plus the query plan)
 #   pgbench — the same indexed lookup straight against Postgres, for comparison
-# Usage: load-tests/bench/run.sh [duration-seconds] [connections]
+# Usage: load-tests/bench/run.sh [duration-seconds] [connections]   (ROSTER_BIN=… skips the build)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 duration=${1:-10}
 connections=${2:-32}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 bash .ci/services.sh >/dev/null
-cargo build -q --release --bin roster
+roster=${ROSTER_BIN:-target/release/roster}
+[ -n "${ROSTER_BIN:-}" ] || cargo build -q --release --bin roster
 
 export ROSTER_DATABASE_URL=postgres://postgres@127.0.0.1:5432/roster_bench
 export ROSTER_DEFAULT_RATE_LIMIT=1000000
 export ROSTER_LOG=warn
-roster=target/release/roster
 "$roster" migrate >/dev/null
 slug=bench-match
 "$roster" tenant create "$slug" --name "Benchmark" >/dev/null 2>&1 || true

@@ -24,7 +24,11 @@ pub struct DbConfig {
 pub async fn connect(config: &DbConfig) -> Result<PgPool, sqlx::Error> {
     let options = connect_options(&config.url)?;
     create_database_if_missing(&options).await?;
+    // No ping before handing out a pooled connection: it would add a round trip to every
+    // request. A connection that died while idle fails its first query, is discarded, and the
+    // request answers 503; sqlx pings on release anyway.
     PgPoolOptions::new()
+        .test_before_acquire(false)
         .max_connections(config.max_connections)
         .acquire_timeout(config.acquire_timeout)
         .connect_with(options)

@@ -222,7 +222,7 @@ async fn read_page(
     } else {
         Default::default()
     };
-    tx.commit().await?;
+    tenancy::scope::finish_read(tx);
     Ok((page, members))
 }
 
@@ -241,7 +241,7 @@ async fn read_group(
     } else {
         None
     };
-    tx.commit().await?;
+    tenancy::scope::finish_read(tx);
     Ok(Some((group, members)))
 }
 

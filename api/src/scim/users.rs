@@ -41,7 +41,7 @@ pub async fn list_users(
 
     let mut tx = tenancy::scope::begin(&state.pool, &caller.tenant.schema).await?;
     let page = users::list(&mut tx, filter.as_ref(), query.offset(), query.count).await?;
-    tx.commit().await?;
+    tenancy::scope::finish_read(tx);
 
     let detail = format!("{} of {} matched", page.users.len(), page.total);
     journal_read(&state, &caller, LIST, detail, None);
@@ -195,7 +195,7 @@ async fn find(state: &AppState, caller: &ScimCaller, id: &str) -> Result<User, S
     let id = Uuid::parse_str(id).map_err(|_| not_found())?;
     let mut tx = tenancy::scope::begin(&state.pool, &caller.tenant.schema).await?;
     let user = users::get(&mut tx, id).await?;
-    tx.commit().await?;
+    tenancy::scope::finish_read(tx);
     user.ok_or_else(not_found)
 }
 
