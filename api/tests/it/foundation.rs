@@ -648,3 +648,30 @@ async fn slow_request_bodies_are_cut_with_408_in_scim_shape() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(app.user_count(&tenant).await, 0);
 }
+
+#[tokio::test]
+async fn an_exhausted_pool_answers_503_quickly_instead_of_hanging() {
+    let app = spawn_app_with(|config| {
+        config.store.db_max_connections = 1;
+        config.store.db_acquire_timeout_ms = 300;
+    })
+    .await;
+    let tenant = app.create_tenant().await;
+    assert_eq!(app.scim_get(&tenant, SPC).await.status, 200);
+    let held = app.running.state.pool.acquire().await.unwrap();
+
+    let started = Instant::now();
+    let reply = app
+        .scim_get(&tenant, "/Users?filter=userName+eq+%22x%22")
+        .await;
+    let waited = started.elapsed();
+    drop(held);
+    let after = app
+        .scim_get(&tenant, "/Users?filter=userName+eq+%22x%22")
+        .await;
+
+    reply.assert_scim_error(503);
+    assert!(reply.header("retry-after").is_some());
+    assert!(waited < Duration::from_secs(2), "waited {waited:?}");
+    assert_eq!(after.status, 200, "recovers once a connection is free");
+}
