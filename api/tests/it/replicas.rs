@@ -322,3 +322,76 @@ async fn logs_carry_no_keys_emails_names_or_filter_values() {
         );
     }
 }
+
+/// A private `redis-server` on its own port, killed when dropped.
+async fn private_redis(port: u16) -> Child {
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server is installed");
+    for _ in 0..50 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child
+}
+
+#[tokio::test]
+async fn redis_killed_and_restarted_under_load_fails_no_request_and_recovers() {
+    let port = free_port();
+    let mut redis = private_redis(port).await;
+    let redis_url = format!("redis://127.0.0.1:{port}");
+    let app = crate::helpers::spawn_app_with(|config| {
+        config.store.redis_url = redis_url.parse().unwrap();
+    })
+    .await;
+    let tenant = app.create_tenant().await;
+    let probe = "/Users?filter=userName+eq+%22nobody%40contoso.com%22";
+    let ready = || async {
+        app.request(reqwest::Method::GET, "/readyz", None, None)
+            .await
+            .body["redis"]
+            .clone()
+    };
+    assert_eq!(ready().await, "healthy");
+
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses.push(app.scim_get(&tenant, probe).await.status.as_u16());
+    }
+    redis.kill().await.unwrap();
+    let killed_at = Instant::now();
+    while killed_at.elapsed() < Duration::from_secs(2) {
+        statuses.push(app.scim_get(&tenant, probe).await.status.as_u16());
+    }
+    let degraded = ready().await;
+    let _restarted = private_redis(port).await;
+    let mut recovered = false;
+    for _ in 0..40 {
+        statuses.push(app.scim_get(&tenant, probe).await.status.as_u16());
+        if ready().await == "healthy" {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "failed requests: {statuses:?}"
+    );
+    assert_eq!(degraded, "degraded");
+    assert!(
+        recovered,
+        "Redis never reported healthy again without a restart"
+    );
+}
