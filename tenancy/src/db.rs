@@ -6,6 +6,9 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 
+/// Pooled connections idle longer than this are pinged before use.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
+
 /// Name of the schema that holds the tenant registry, keys and audit trail.
 pub const CONTROL_SCHEMA: &str = "roster_control";
 
@@ -24,11 +27,19 @@ pub struct DbConfig {
 pub async fn connect(config: &DbConfig) -> Result<PgPool, sqlx::Error> {
     let options = connect_options(&config.url)?;
     create_database_if_missing(&options).await?;
-    // No ping before handing out a pooled connection: it would add a round trip to every
-    // request. A connection that died while idle fails its first query, is discarded, and the
-    // request answers 503; sqlx pings on release anyway.
+    // sqlx's own test pings before *every* acquire, adding a round trip to every request.
+    // Pinging only connections that sat idle for a while keeps the hot path at one trip per
+    // statement and still weeds out connections that died while unused (a Postgres restart).
     PgPoolOptions::new()
         .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > IDLE_BEFORE_PING {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .max_connections(config.max_connections)
         .acquire_timeout(config.acquire_timeout)
         .connect_with(options)

@@ -44,14 +44,29 @@ pub enum Error {
 }
 
 impl Error {
-    /// True when the error came from Postgres being unreachable or the pool being exhausted,
-    /// which callers answer with `503` rather than `500`.
+    /// True when Postgres is unreachable, restarting or out of pooled connections — a
+    /// condition the caller answers with `503` and `Retry-After` rather than `500`.
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            Error::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
-            )
-        )
+        match self {
+            Error::Database(error) => is_unavailable(error),
+            _ => false,
+        }
+    }
+}
+
+/// Connection failures, pool exhaustion, and SQLSTATE classes 08 (connection exception) and
+/// 57 (operator intervention: shutdown, restart, cannot connect now).
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(e) => e
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57")),
+        _ => false,
     }
 }

@@ -395,3 +395,147 @@ async fn redis_killed_and_restarted_under_load_fails_no_request_and_recovers() {
         "Redis never reported healthy again without a restart"
     );
 }
+
+/// A private Postgres cluster in a temporary directory, run as the `postgres` user.
+struct PrivatePostgres {
+    dir: std::path::PathBuf,
+    port: u16,
+    bin: std::path::PathBuf,
+}
+
+impl PrivatePostgres {
+    async fn init() -> PrivatePostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("Debian's PostgreSQL is installed")
+            .filter_map(Result::ok)
+            .map(|entry| entry.path().join("bin"))
+            .max()
+            .expect("a PostgreSQL version");
+        let dir = std::env::temp_dir().join(format!("roster-pg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pg = PrivatePostgres {
+            dir,
+            port: free_port(),
+            bin,
+        };
+        pg.chown().await;
+        pg.run("initdb", &["-A", "trust", "-U", "postgres", "-D"])
+            .await;
+        pg.start().await;
+        pg
+    }
+
+    async fn chown(&self) {
+        let status = Command::new("chown")
+            .arg("postgres")
+            .arg(&self.dir)
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success(), "chown failed");
+    }
+
+    async fn run(&self, tool: &str, args: &[&str]) {
+        let status = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join(tool))
+            .args(args)
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success(), "{tool} failed");
+    }
+
+    async fn start(&self) {
+        let options = format!("-p {} -k /tmp -c listen_addresses=127.0.0.1", self.port);
+        self.run(
+            "pg_ctl",
+            &["-w", "-o", &options, "-l", "/dev/null", "start", "-D"],
+        )
+        .await;
+    }
+
+    async fn stop(&self) {
+        self.run("pg_ctl", &["-w", "-m", "fast", "stop", "-D"])
+            .await;
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/roster", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-m", "immediate", "stop", "-D"])
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn postgres_restarted_under_load_answers_503_fast_loses_no_write_and_recovers() {
+    let pg = PrivatePostgres::init().await;
+    let url = pg.url();
+    let app = crate::helpers::spawn_app_with(|config| {
+        config.store.database_url = url.parse().unwrap();
+        config.store.db_acquire_timeout_ms = 500;
+    })
+    .await;
+    let tenant = app.create_tenant().await;
+    let mut acknowledged = Vec::new();
+    for n in 0..5 {
+        let user = format!("before{n}@contoso.com");
+        assert_eq!(app.post_user(&tenant, &user, &user).await.status, 201);
+        acknowledged.push(user);
+    }
+
+    pg.stop().await;
+    let mut outage = Vec::new();
+    for n in 0..5 {
+        let user = format!("during{n}@contoso.com");
+        let started = Instant::now();
+        let reply = app.post_user(&tenant, &user, &user).await;
+        outage.push((
+            reply.status.as_u16(),
+            started.elapsed(),
+            reply.header("retry-after").is_some(),
+        ));
+        if reply.status == 201 {
+            acknowledged.push(user);
+        }
+    }
+    pg.start().await;
+    let mut recovered = false;
+    for n in 0..50 {
+        let user = format!("after{n}@contoso.com");
+        if app.post_user(&tenant, &user, &user).await.status == 201 {
+            acknowledged.push(user);
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    for (status, took, retry_after) in &outage {
+        assert_eq!(*status, 503, "{outage:?}");
+        assert!(*retry_after, "{outage:?}");
+        assert!(*took < Duration::from_secs(3), "a request hung: {outage:?}");
+    }
+    assert!(recovered, "never recovered without a restart");
+    let stored = app.user_count(&tenant).await;
+    assert_eq!(
+        stored as usize,
+        acknowledged.len(),
+        "an acknowledged write was lost"
+    );
+}
