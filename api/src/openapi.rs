@@ -19,6 +19,23 @@ pub enum ApiTags {
     /// The service-account API keys Entra presents as its Secret Token: issue (shown once),
     /// list, revoke, and rotate without a provisioning gap.
     Keys,
+    /// A tenant's groups: create, rename, link to an Entra group (External Group ID), turn
+    /// Sync Enabled on or off, set permissions, delete. Listings show the SCIM badge, member
+    /// count, when Entra last synced the group and whether that is too long ago.
+    Groups,
+    /// The members of a group. Any group's members can be listed; only groups that are not
+    /// synced take members by hand (Entra owns synced groups, the safety net owns Basic User).
+    Memberships,
+    /// A tenant's users: search, see groups, effective permissions and the FusionAuth link,
+    /// and change what SCIM ignores (profile, deactivation, reactivation, deletion), each
+    /// applied to FusionAuth first.
+    Users,
+    /// What each SCIM request and admin change did, newest first: the first place to look when
+    /// someone "didn't get access".
+    Journal,
+    /// Per-tenant counts from the journal: ignored writes, Entra quirks and errors by kind,
+    /// with hints about the customer's Entra configuration.
+    Counters,
     /// Who changed what through the admin API or the command line, newest first.
     Audit,
 }

@@ -75,6 +75,11 @@ impl Admin {
         }
     }
 
+    /// The request's id, under which journal entries of the change are recorded.
+    pub fn request_id(&self) -> &str {
+        &self.context.request_id
+    }
+
     /// Permits `needed` on the tenant `slug`, or refuses with 403.
     pub fn authorize(&self, needed: Access, slug: &str) -> Result<(), AdminError> {
         self.require(needed)?;

@@ -6,27 +6,57 @@
 //! - [`error`]: the one error type, its JSON shape, and the error sets operations document.
 //! - [`page`]: cursor pagination for listings.
 //! - [`audit`]: recording every write with its actor, and reading the record back.
-//! - [`tenants`] and [`keys`]: the endpoint families.
+//! - [`tenants`] and [`keys`]: the service-level endpoint families.
+//! - [`groups`], [`memberships`], [`users`], [`journal`] and [`counters`]: one tenant's
+//!   directory, as support staff and the platform UI see and change it.
 //!
 //! A handler reads as paragraphs: authorize, load, change and audit in one transaction, clear
 //! the key cache when what a key grants changed, respond.
 
 pub mod audit;
 pub mod auth;
+pub mod counters;
 pub mod error;
+pub mod groups;
+pub mod journal;
 pub mod jwks;
 pub mod keys;
+pub mod memberships;
 pub mod page;
 pub mod tenants;
 pub mod token;
+pub mod users;
 
 use self::audit::AuditApi;
+use self::counters::CountersApi;
+use self::groups::GroupsApi;
+use self::journal::JournalApi;
 use self::keys::KeysApi;
+use self::memberships::MembershipsApi;
 use self::tenants::TenantsApi;
+use self::users::UsersApi;
 
 /// Every admin endpoint family, as one OpenAPI service component.
-pub type AdminApi = (TenantsApi, KeysApi, AuditApi);
+pub type AdminApi = (
+    TenantsApi,
+    KeysApi,
+    GroupsApi,
+    MembershipsApi,
+    UsersApi,
+    JournalApi,
+    CountersApi,
+    AuditApi,
+);
 
 pub fn apis() -> AdminApi {
-    (TenantsApi, KeysApi, AuditApi)
+    (
+        TenantsApi,
+        KeysApi,
+        GroupsApi,
+        MembershipsApi,
+        UsersApi,
+        JournalApi,
+        CountersApi,
+        AuditApi,
+    )
 }

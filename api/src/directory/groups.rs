@@ -266,6 +266,89 @@ pub async fn list_with_member_counts(
     .await
 }
 
+/// Where a keyset page of [`list_counted`] resumes: after this group in its order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListCursor {
+    pub is_basic_user: bool,
+    /// The group's lower-cased name.
+    pub name: String,
+    pub id: Uuid,
+}
+
+impl ListCursor {
+    pub fn of(group: &Group) -> Self {
+        ListCursor {
+            is_basic_user: group.is_basic_user,
+            name: group.display_name.to_lowercase(),
+            id: group.id,
+        }
+    }
+}
+
+/// Groups with their member counts, Basic User first, then by name, after `after`; at most
+/// `limit`. Keyset-paged, so groups created while a client pages are neither skipped nor
+/// repeated.
+pub async fn list_counted(
+    tx: &mut PgConnection,
+    after: Option<&ListCursor>,
+    limit: i64,
+) -> Result<Vec<Counted>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS}, (select count(*) from memberships m where m.group_id = groups.id) \
+           as member_count \
+         from groups \
+         where $1::boolean is null \
+            or (not is_basic_user, lower(display_name), id) > (not $1, $2::text, $3::uuid) \
+         order by not is_basic_user, lower(display_name), id limit $4"
+    ))
+    .bind(after.map(|c| c.is_basic_user))
+    .bind(after.map(|c| c.name.as_str()))
+    .bind(after.map(|c| c.id))
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await
+}
+
+/// The group with this id and its member count.
+pub async fn get_counted(tx: &mut PgConnection, id: Uuid) -> Result<Option<Counted>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS}, (select count(*) from memberships m where m.group_id = groups.id) \
+           as member_count \
+         from groups where id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await
+}
+
+/// One of a user's memberships, with what makes the group matter.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserMembership {
+    pub group_id: Uuid,
+    pub display_name: String,
+    /// Synced: Entra manages the membership.
+    pub synced: bool,
+    pub is_basic_user: bool,
+    /// `scim`, `safety_net` or `platform`.
+    pub source: String,
+}
+
+/// Every group the user belongs to, Basic User first, then by name.
+pub async fn memberships_of(
+    tx: &mut PgConnection,
+    user_id: Uuid,
+) -> Result<Vec<UserMembership>, sqlx::Error> {
+    sqlx::query_as(
+        "select g.id as group_id, g.display_name, \
+           (g.sync_enabled and g.external_id is not null) as synced, g.is_basic_user, m.source \
+         from memberships m join groups g on g.id = m.group_id where m.user_id = $1 \
+         order by not g.is_basic_user, lower(g.display_name), g.id",
+    )
+    .bind(user_id)
+    .fetch_all(&mut *tx)
+    .await
+}
+
 pub async fn member_count(tx: &mut PgConnection, group_id: Uuid) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("select count(*) from memberships where group_id = $1")
         .bind(group_id)

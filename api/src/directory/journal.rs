@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use tenancy::SchemaName;
 use tokio::sync::{mpsc, oneshot};
@@ -283,4 +284,125 @@ pub async fn prune(pool: &PgPool) -> Result<u64, tenancy::Error> {
         pruned += deleted.rows_affected();
     }
     Ok(pruned)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading the journal (the admin API)
+
+/// A journal entry as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Record {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub request_id: Option<String>,
+    pub operation: String,
+    pub outcome: String,
+    pub status: Option<i16>,
+    pub user_id: Option<Uuid>,
+    pub group_id: Option<Uuid>,
+    pub detail: Option<String>,
+    pub quirks: Vec<String>,
+    pub fusionauth_outcome: Option<String>,
+    pub fusionauth_latency_ms: Option<i32>,
+}
+
+/// Which entries a listing shows; every criterion given must hold.
+#[derive(Debug, Clone, Default)]
+pub struct Filter<'a> {
+    pub user_id: Option<Uuid>,
+    pub group_id: Option<Uuid>,
+    pub outcome: Option<&'a str>,
+    pub operation: Option<&'a str>,
+    /// Entries at or after this instant.
+    pub from: Option<DateTime<Utc>>,
+    /// Entries before this instant.
+    pub to: Option<DateTime<Utc>>,
+    /// Entries older than this id (the previous page's last).
+    pub before_id: Option<i64>,
+}
+
+/// Entries matching `filter`, newest first, at most `limit`.
+pub async fn list(
+    tx: &mut PgConnection,
+    filter: &Filter<'_>,
+    limit: i64,
+) -> Result<Vec<Record>, sqlx::Error> {
+    sqlx::query_as(
+        "select id, at, request_id, operation, outcome, status, user_id, group_id, detail, \
+           quirks, fusionauth_outcome, fusionauth_latency_ms from journal \
+         where ($1::uuid is null or user_id = $1) \
+           and ($2::uuid is null or group_id = $2) \
+           and ($3::text is null or outcome = $3) \
+           and ($4::text is null or operation = $4) \
+           and ($5::timestamptz is null or at >= $5) \
+           and ($6::timestamptz is null or at < $6) \
+           and ($7::bigint is null or id < $7) \
+         order by id desc limit $8",
+    )
+    .bind(filter.user_id)
+    .bind(filter.group_id)
+    .bind(filter.outcome)
+    .bind(filter.operation)
+    .bind(filter.from)
+    .bind(filter.to)
+    .bind(filter.before_id)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await
+}
+
+/// How often something happened since a moment, derived from the journal.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    /// Writes Roster acknowledged without applying, by operation.
+    pub ignored: Vec<(String, i64)>,
+    /// Entra dialect variations, by quirk.
+    pub quirks: Vec<(String, i64)>,
+    pub errors: Vec<ErrorCount>,
+}
+
+/// Rejected or failed requests of one kind.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ErrorCount {
+    /// `rejected` (the client's mistake) or `failed` (Roster's or FusionAuth's).
+    pub outcome: String,
+    pub operation: String,
+    pub status: Option<i16>,
+    pub fusionauth_outcome: Option<String>,
+    pub count: i64,
+}
+
+/// The tenant's counters over the entries since `since`, most frequent first.
+pub async fn counters(
+    tx: &mut PgConnection,
+    since: DateTime<Utc>,
+) -> Result<Counters, sqlx::Error> {
+    let ignored = sqlx::query_as(
+        "select operation, count(*) from journal where at >= $1 and outcome = 'ignored' \
+         group by operation order by count(*) desc, operation",
+    )
+    .bind(since)
+    .fetch_all(&mut *tx)
+    .await?;
+    let quirks = sqlx::query_as(
+        "select q, count(*) from journal cross join unnest(quirks) as q where at >= $1 \
+         group by q order by count(*) desc, q",
+    )
+    .bind(since)
+    .fetch_all(&mut *tx)
+    .await?;
+    let errors = sqlx::query_as(
+        "select outcome, operation, status, fusionauth_outcome, count(*) as count from journal \
+         where at >= $1 and outcome in ('rejected', 'failed') \
+         group by outcome, operation, status, fusionauth_outcome \
+         order by count(*) desc, outcome, operation",
+    )
+    .bind(since)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(Counters {
+        ignored,
+        quirks,
+        errors,
+    })
 }

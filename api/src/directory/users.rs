@@ -1,11 +1,15 @@
-//! Users of one tenant.
+//! Users of one tenant: what SCIM creates and reads, and what the platform changes (profile,
+//! deactivation, reactivation, deletion), each platform change journaled as `admin.users.*`
+//! with the Basic User invariant restored in the same transaction.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{bind_filter, conflict_of, DirectoryError};
+use super::journal::{self, Entry, Outcome};
+use super::provisioning::FusionAuthTrace;
+use super::{bind_filter, conflict_of, safety_net, DirectoryError};
 use crate::scim::filter::SqlFilter;
 
 /// Columns every user query selects, in `User`'s order.
@@ -174,4 +178,247 @@ pub async fn insert(tx: &mut PgConnection, user: &NewUser) -> Result<User, Direc
     .fetch_one(&mut *tx)
     .await;
     inserted.map_err(|e| conflict_of(&e).unwrap_or(DirectoryError::Database(e)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Platform search and changes (the admin API)
+
+/// What an admin search looks for; every criterion given must hold. Text criteria match
+/// case-insensitively anywhere in the value.
+#[derive(Debug, Clone, Default)]
+pub struct Search<'a> {
+    /// Matches the work email or the userName.
+    pub email: Option<&'a str>,
+    /// Matches the display, given, family or formatted name.
+    pub name: Option<&'a str>,
+    /// Members of this group.
+    pub group_id: Option<Uuid>,
+    /// `scim` or `platform`.
+    pub source: Option<&'a str>,
+    pub active: Option<bool>,
+    /// The `(created_at, id)` of the last user of the previous page.
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+}
+
+/// Users matching `search`, oldest first, at most `limit`. Every value is bound, never
+/// spliced into the SQL.
+pub async fn search(
+    tx: &mut PgConnection,
+    search: &Search<'_>,
+    limit: i64,
+) -> Result<Vec<User>, sqlx::Error> {
+    let (after_at, after_id) = search.after.unzip();
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from users u \
+         where ($1::text is null or lower(u.work_email) like $1 escape '\\' \
+                or lower(u.user_name) like $1 escape '\\') \
+           and ($2::text is null or lower(concat_ws(' ', u.display_name, u.given_name, \
+                u.family_name, u.formatted_name)) like $2 escape '\\') \
+           and ($3::uuid is null or exists (select 1 from memberships m \
+                where m.user_id = u.id and m.group_id = $3)) \
+           and ($4::text is null or u.source = $4) \
+           and ($5::boolean is null or u.active = $5) \
+           and ($6::timestamptz is null or (u.created_at, u.id) > ($6, $7::uuid)) \
+         order by u.created_at, u.id limit $8"
+    ))
+    .bind(search.email.map(contains_pattern))
+    .bind(search.name.map(contains_pattern))
+    .bind(search.group_id)
+    .bind(search.source)
+    .bind(search.active)
+    .bind(after_at)
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await
+}
+
+/// A `like` pattern matching `term` anywhere, lower-cased, its wildcards escaped.
+fn contains_pattern(term: &str) -> String {
+    let mut pattern = String::with_capacity(term.len() + 2);
+    pattern.push('%');
+    for c in term.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// Profile fields to change; `None` leaves a field as it is. No `Debug`: personal data.
+#[derive(Clone, Default)]
+pub struct ProfileChange {
+    pub display_name: Option<String>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    /// The new work email; it replaces the old one in `emails` too.
+    pub work_email: Option<String>,
+}
+
+impl ProfileChange {
+    /// The names of the fields this change sets, for the journal and the audit log (never
+    /// their values).
+    pub fn fields(&self) -> Vec<&'static str> {
+        [
+            ("display_name", self.display_name.is_some()),
+            ("given_name", self.given_name.is_some()),
+            ("family_name", self.family_name.is_some()),
+            ("email", self.work_email.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(field, set)| set.then_some(field))
+        .collect()
+    }
+}
+
+/// Whether another user than `id` holds this work email.
+pub async fn email_taken_by_other(
+    tx: &mut PgConnection,
+    email: &str,
+    id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "select exists (select 1 from users where lower(work_email) = lower($1) and id <> $2)",
+    )
+    .bind(email)
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await
+}
+
+/// Applies an admin's profile change and journals it; `None` when there is no such user. A
+/// work email another user holds is a `Conflict`.
+pub async fn update_profile(
+    tx: &mut PgConnection,
+    id: Uuid,
+    change: &ProfileChange,
+    request_id: &str,
+    fusionauth: Option<FusionAuthTrace>,
+) -> Result<Option<User>, DirectoryError> {
+    // A new work email becomes the primary `work` entry; the old work entry goes, and the
+    // remaining entries stop claiming to be primary.
+    let updated: Option<User> = sqlx::query_as(&format!(
+        "update users set \
+           display_name = coalesce($2, display_name), \
+           given_name = coalesce($3, given_name), \
+           family_name = coalesce($4, family_name), \
+           emails = case when $5::text is null then emails else \
+             jsonb_build_array(jsonb_build_object('value', $5::text, 'type', 'work', \
+               'primary', true)) || coalesce((select jsonb_agg(jsonb_set(e, '{{primary}}', \
+               'false')) from jsonb_array_elements(emails) e \
+               where e->>'type' is distinct from 'work' \
+                 and lower(e->>'value') is distinct from lower(work_email)), '[]'::jsonb) end, \
+           work_email = coalesce($5, work_email), \
+           updated_at = now() \
+         where id = $1 returning {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(change.display_name.as_deref())
+    .bind(change.given_name.as_deref())
+    .bind(change.family_name.as_deref())
+    .bind(change.work_email.as_deref())
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(|e| conflict_of(&e).unwrap_or(DirectoryError::Database(e)))?;
+
+    if let Some(user) = &updated {
+        let detail = format!("profile changed: {}", change.fields().join(", "));
+        let entry = admin_entry(request_id, "admin.users.update", 200, user.id, fusionauth);
+        journal::record(tx, &[entry.detail(detail)]).await?;
+    }
+    Ok(updated)
+}
+
+/// Deactivates or reactivates a user, restores the Basic User invariant for them (an inactive
+/// user holds no Basic User membership; a reactivated one in no synced group regains it) and
+/// journals the change. `None` when there is no such user.
+pub async fn set_active(
+    tx: &mut PgConnection,
+    id: Uuid,
+    active: bool,
+    request_id: &str,
+    fusionauth: Option<FusionAuthTrace>,
+) -> Result<Option<User>, sqlx::Error> {
+    if safety_net::lock_users(tx, &[id]).await?.is_empty() {
+        return Ok(None);
+    }
+    let user: User = sqlx::query_as(&format!(
+        "update users set active = $2, updated_at = now() where id = $1 returning {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(active)
+    .fetch_one(&mut *tx)
+    .await?;
+    safety_net::restore(tx, &[id], request_id).await?;
+
+    let (operation, detail) = if active {
+        ("admin.users.reactivate", "reactivated by an admin")
+    } else {
+        ("admin.users.deactivate", "deactivated by an admin")
+    };
+    let entry = admin_entry(request_id, operation, 200, id, fusionauth).detail(detail);
+    journal::record(tx, &[entry]).await?;
+    Ok(Some(user))
+}
+
+/// Deletes a user and their memberships and journals it; `None` when there is no such user.
+/// No other user's memberships change, so the safety net has nothing to restore.
+pub async fn delete(
+    tx: &mut PgConnection,
+    id: Uuid,
+    request_id: &str,
+    fusionauth: Option<FusionAuthTrace>,
+) -> Result<Option<User>, sqlx::Error> {
+    if safety_net::lock_users(tx, &[id]).await?.is_empty() {
+        return Ok(None);
+    }
+    let user: User = sqlx::query_as(&format!(
+        "delete from users where id = $1 returning {COLUMNS}"
+    ))
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let entry = admin_entry(request_id, "admin.users.delete", 204, id, fusionauth)
+        .detail("deleted by an admin");
+    journal::record(tx, &[entry]).await?;
+    Ok(Some(user))
+}
+
+fn admin_entry(
+    request_id: &str,
+    operation: &'static str,
+    status: u16,
+    user_id: Uuid,
+    fusionauth: Option<FusionAuthTrace>,
+) -> Entry {
+    let mut entry = Entry::new(request_id, operation, Outcome::Changed, status).user(user_id);
+    if let Some(trace) = fusionauth {
+        entry.fusionauth_outcome = Some(trace.outcome);
+        entry.fusionauth_latency_ms = i32::try_from(trace.latency.as_millis()).ok();
+    }
+    entry
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_patterns_match_anywhere_and_escape_wildcards() {
+        assert_eq!(contains_pattern("Ada"), "%ada%");
+        assert_eq!(contains_pattern("50%_a\\b"), "%50\\%\\_a\\\\b%");
+    }
+
+    #[test]
+    fn a_profile_change_names_only_the_fields_it_sets() {
+        let change = ProfileChange {
+            display_name: Some("Ada".to_owned()),
+            work_email: Some("ada@example.com".to_owned()),
+            ..ProfileChange::default()
+        };
+
+        assert_eq!(change.fields(), ["display_name", "email"]);
+    }
 }

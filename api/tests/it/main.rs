@@ -6,9 +6,13 @@
 // Test code fails loudly by design; the workspace denies these only in production code.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod admin2_helpers;
 mod admin_auth;
+mod admin_groups;
 mod admin_helpers;
+mod admin_journal;
 mod admin_tenants;
+mod admin_users;
 mod foundation;
 mod fusionauth;
 mod groups;
