@@ -11,6 +11,7 @@ mod admin_helpers;
 mod admin_tenants;
 mod foundation;
 mod fusionauth;
+mod fuzz;
 mod groups;
 mod groups_bench;
 mod groups_helpers;
