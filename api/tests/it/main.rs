@@ -16,6 +16,7 @@ mod groups;
 mod groups_bench;
 mod groups_helpers;
 mod helpers;
+mod hostile;
 mod migrations;
 mod openapi;
 mod replicas;
