@@ -20,4 +20,5 @@ mod hostile;
 mod migrations;
 mod openapi;
 mod replicas;
+mod ssrf;
 mod users;
