@@ -68,6 +68,12 @@ pub async fn list(
     filter: &AuditFilter<'_>,
     limit: i64,
 ) -> Result<Vec<AuditRecord>, sqlx::Error> {
+    // No stored text holds a NUL, and binding one would fail the query instead of matching
+    // nothing.
+    let has_nul = |text: Option<&str>| text.is_some_and(|text| text.contains('\0'));
+    if has_nul(filter.actor) || has_nul(filter.action) {
+        return Ok(Vec::new());
+    }
     sqlx::query_as(
         "select id, at, actor, action, tenant_id, target, detail \
          from roster_control.admin_audit \

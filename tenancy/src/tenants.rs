@@ -232,6 +232,10 @@ pub async fn get_by_slug(
     executor: impl PgExecutor<'_>,
     slug: &str,
 ) -> Result<Option<Tenant>, Error> {
+    // No slug holds a NUL, and binding one would fail the query instead of finding nothing.
+    if slug.contains('\0') {
+        return Ok(None);
+    }
     let sql = format!("select {TENANT_COLUMNS} from roster_control.tenants where slug = $1");
     let row: Option<TenantRow> = sqlx::query_as(&sql)
         .bind(slug)

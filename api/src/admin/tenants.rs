@@ -86,7 +86,7 @@ impl TenantsApi {
         let scope = admin.authorize_listing(Access::Read)?;
 
         let limit = page::limit(limit.0);
-        let cursor = cursor.0.as_deref();
+        let cursor = slug_cursor(cursor.0.as_deref())?;
         let rows = match scope {
             Some(slug) => scoped_listing(&state, slug, cursor).await?,
             None => tenants::list(&state.pool, cursor, page::fetch_size(limit)).await?,
@@ -241,6 +241,17 @@ impl TenantsApi {
 
         state.keys.invalidate_all().await;
         Ok(Deleted::Deleted)
+    }
+}
+
+/// A tenants cursor is the slug of the last tenant of the previous page; anything that is not
+/// a slug cannot have come from `next_cursor` (and a NUL would fail the query with a 500).
+fn slug_cursor(cursor: Option<&str>) -> Result<Option<&str>, AdminError> {
+    match cursor {
+        Some(slug) if tenants::validate_slug(slug).is_err() => {
+            Err(AdminError::BadRequest("invalid cursor".to_owned()))
+        }
+        other => Ok(other),
     }
 }
 

@@ -139,7 +139,9 @@ pub async fn taken_attribute(
     work_email: Option<&str>,
 ) -> Result<Option<&'static str>, sqlx::Error> {
     let taken: Option<(bool, bool)> = sqlx::query_as(
-        "select lower(user_name) = lower($1), lower(work_email) = lower($2) from users \
+        // Without a work email the second comparison is NULL, which no bool can decode.
+        "select lower(user_name) = lower($1), coalesce(lower(work_email) = lower($2), false) \
+         from users \
          where lower(user_name) = lower($1) or lower(work_email) = lower($2) limit 1",
     )
     .bind(user_name)

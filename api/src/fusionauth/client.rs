@@ -125,6 +125,7 @@ fn is_private_v4(ip: Ipv4Addr) -> bool {
         || ip.is_link_local()
         || ip.is_unspecified()
         || ip.is_broadcast()
+        || ip.is_multicast()
         || first == 0
         || shared_address_space
 }
@@ -134,7 +135,28 @@ fn is_private_v6(ip: Ipv6Addr) -> bool {
         || ip.is_unspecified()
         || ip.is_unique_local()
         || ip.is_unicast_link_local()
-        || ip.to_ipv4_mapped().is_some_and(is_private_v4)
+        || ip.is_multicast()
+        || is_site_local(ip)
+        || embedded_v4(ip).is_some_and(is_private_v4)
+}
+
+/// `fec0::/10`: deprecated, but still routed inside some networks.
+fn is_site_local(ip: Ipv6Addr) -> bool {
+    (ip.segments()[0] & 0xffc0) == 0xfec0
+}
+
+/// The IPv4 address an IPv6 address carries and that a host or gateway may connect to in its
+/// place: IPv4-mapped and IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::/96`) and 6to4
+/// (`2002::/16`).
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let octets = ip.octets();
+    let last_four = Ipv4Addr::new(octets[12], octets[13], octets[14], octets[15]);
+    match ip.segments() {
+        [0, 0, 0, 0, 0, 0xffff, ..] | [0, 0, 0, 0, 0, 0, ..] => Some(last_four),
+        [0x64, 0xff9b, 0, 0, 0, 0, ..] => Some(last_four),
+        [0x2002, ..] => Some(Ipv4Addr::new(octets[2], octets[3], octets[4], octets[5])),
+        _ => None,
+    }
 }
 
 /// Timeouts and retry limits of the shared client.

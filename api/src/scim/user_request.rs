@@ -108,7 +108,8 @@ pub enum UserRequestError {
     /// `400 invalidValue`: a required attribute (`userName`, an email's `value`) is absent.
     #[error("{attribute} is required")]
     Missing { attribute: String },
-    /// `400 invalidValue`: a stored attribute has the wrong JSON type.
+    /// `400 invalidValue`: a stored attribute has the wrong JSON type, or is a string holding
+    /// a NUL.
     #[error("{attribute} must be {expected}")]
     WrongType {
         attribute: String,
@@ -340,6 +341,10 @@ fn string(value: &Value, attribute: &str, max: usize) -> Result<String, UserRequ
     let Value::String(text) = value else {
         return Err(wrong_type(attribute, "a string"));
     };
+    // Postgres text cannot hold a NUL: storing one would fail the write with a 500.
+    if text.contains('\0') {
+        return Err(wrong_type(attribute, "a string without NUL characters"));
+    }
     if text.chars().count() > max {
         return Err(UserRequestError::TooLong {
             attribute: attribute.to_owned(),
