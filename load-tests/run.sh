@@ -325,7 +325,8 @@ profile_tenants() {
   fi
   bash .ci/services.sh >/dev/null
   local timing_db=${db}_timing
-  psql -X -q -h 127.0.0.1 -U postgres -c "drop database if exists \"$timing_db\"" postgres
+  PGOPTIONS="-c client_min_messages=warning" psql -X -q -h 127.0.0.1 -U postgres \
+    -c "drop database if exists \"$timing_db\"" postgres
   log "creating $tenants tenants and migrating them ($jobs at a time) in $timing_db"
   "$root/target/release/examples/tenant_timing" --database-url "$pg/$timing_db" \
     --tenants "$tenants" --concurrency "$jobs" | tee "$out/summary.json"

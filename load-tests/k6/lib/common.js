@@ -37,14 +37,15 @@ export function seconds(duration) {
 /**
  * An arrival-rate scenario running `exec` `perSecond` times a second: constant, or ramping
  * from zero over `ramp` first. Rates are expressed per ten seconds so that fractional rates
- * survive k6's integer `rate`. VUs are allocated for ~20 ms of latency and may grow to what
- * ~200 ms would need (capped by `maxVus`); when even that is not enough k6 drops iterations and
+ * survive k6's integer `rate`. VUs are allocated up front for ~50 ms per iteration (k6 drops an
+ * iteration that finds no free VU while it starts another) and may grow to what ~200 ms would
+ * need (capped by `maxVus`); when even that is not enough k6 drops iterations and
  * reports them as `dropped_iterations`, which the thresholds watch: an open workload must not
  * quietly slow down to what the server manages.
  */
 export function arrivalScenario(exec, perSecond, { duration, ramp, maxVus }) {
   const per10s = Math.max(1, Math.round(perSecond * 10));
-  const preAllocatedVUs = Math.max(2, Math.ceil(perSecond * 0.02) + 1);
+  const preAllocatedVUs = Math.max(2, Math.ceil(perSecond * 0.05) + 2);
   const maxVUs = Math.max(preAllocatedVUs, Math.min(maxVus, Math.ceil(perSecond * 0.2) + 10));
   const common = { exec, timeUnit: '10s', preAllocatedVUs, maxVUs, gracefulStop: '10s' };
   if (seconds(ramp) > 0) {
