@@ -1,14 +1,24 @@
-//! Refuses request bodies over the configured size, with or without `Content-Length`.
+//! Request bodies: at most the configured size, read within the configured time.
 //!
 //! poem's own `SizeLimit` insists on a `Content-Length` header, which GET requests and chunked
-//! uploads do not carry. This one checks the header when present and otherwise reads the body
-//! up to the limit, so every route family can render the 413 in its own error shape.
+//! uploads do not carry, and nothing bounds how slowly a client may send a body. This
+//! middleware reads every body up front — refusing it as soon as it passes the limit, or when
+//! it has not arrived within the timeout — so that a slow or oversized upload costs neither
+//! memory nor a connection held open, and each route family renders the refusal in its own
+//! error shape.
+
+use std::time::Duration;
 
 use poem::error::ReadBodyError;
+use poem::http::StatusCode;
 use poem::{Body, Endpoint, Middleware, Request, Result};
 
-/// Middleware: bodies larger than `limit` bytes fail with `ReadBodyError::PayloadTooLarge`.
-pub struct BodyLimit(pub usize);
+/// Middleware: bodies larger than `limit` bytes fail with `ReadBodyError::PayloadTooLarge`
+/// (413); bodies not received within `timeout` fail with 408.
+pub struct BodyLimit {
+    pub limit: usize,
+    pub timeout: Duration,
+}
 
 impl<E: Endpoint> Middleware<E> for BodyLimit {
     type Output = BodyLimitEndpoint<E>;
@@ -16,7 +26,8 @@ impl<E: Endpoint> Middleware<E> for BodyLimit {
     fn transform(&self, inner: E) -> Self::Output {
         BodyLimitEndpoint {
             inner,
-            limit: self.0,
+            limit: self.limit,
+            timeout: self.timeout,
         }
     }
 }
@@ -24,6 +35,7 @@ impl<E: Endpoint> Middleware<E> for BodyLimit {
 pub struct BodyLimitEndpoint<E> {
     inner: E,
     limit: usize,
+    timeout: Duration,
 }
 
 impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
@@ -33,16 +45,20 @@ impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
         let declared = req
             .header("content-length")
             .and_then(|value| value.parse::<usize>().ok());
-        match declared {
-            Some(length) if length > self.limit => {
-                return Err(ReadBodyError::PayloadTooLarge.into())
-            }
-            Some(_) => {}
-            None => {
-                let body = req.take_body().into_bytes_limit(self.limit).await?;
-                req.set_body(Body::from(body));
-            }
+        if declared.is_some_and(|length| length > self.limit) {
+            return Err(ReadBodyError::PayloadTooLarge.into());
         }
+        let read = req.take_body().into_bytes_limit(self.limit);
+        let body = match tokio::time::timeout(self.timeout, read).await {
+            Ok(body) => body?,
+            Err(_) => {
+                return Err(poem::Error::from_string(
+                    "the request body was not received in time",
+                    StatusCode::REQUEST_TIMEOUT,
+                ))
+            }
+        };
+        req.set_body(Body::from(body));
         self.inner.call(req).await
     }
 }

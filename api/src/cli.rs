@@ -1,10 +1,13 @@
-//! The `roster` command line: run the service, migrate, and administer tenants and keys.
+//! The `roster` command line: run the service, migrate, and administer tenants, keys and
+//! groups.
 
+use std::collections::BTreeSet;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{Duration as ChronoDuration, Utc};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use sqlx::PgPool;
 use tenancy::audit::{self, AuditEvent};
@@ -15,7 +18,12 @@ use tenancy::{tenants, Tenant};
 
 use uuid::Uuid;
 
-use crate::config::{FusionAuthConfig, LogConfig, MigrateConfig, Secret, ServeConfig, StoreConfig};
+use crate::admin::auth::Access;
+use crate::admin::token::{self, TokenRequest};
+use crate::config::{
+    AdminAuthConfig, FusionAuthConfig, LogConfig, MigrateConfig, Secret, ServeConfig, StoreConfig,
+};
+use crate::directory::groups::{self, Group, NewGroup};
 use crate::fusionauth::double::FusionAuthDouble;
 use crate::fusionauth::{validate_base_url, UrlPolicy};
 use crate::state::{connect_redis, sealer};
@@ -45,8 +53,13 @@ enum Command {
     /// Manage service-account API keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Mint a development admin API token, signed with `ROSTER_JWT_HS256_SECRET`.
+    AdminToken(AdminTokenArgs),
+    /// Manage a tenant's groups (the admin API offers the same).
+    #[command(subcommand)]
+    Group(GroupCommand),
     /// Local demo: migrate, create or reuse the `demo` tenant connected to a local FusionAuth
-    /// double, issue a key, print it, serve.
+    /// double, issue a key, print it and an admin token, serve.
     Dev(ServeConfig),
     /// Run the FusionAuth test double (for load tests and demos; never in production).
     FusionauthDouble {
@@ -59,6 +72,40 @@ enum Command {
         #[arg(long)]
         tenant_id: Uuid,
     },
+}
+
+#[derive(Debug, Args)]
+struct AdminTokenArgs {
+    /// The token's subject, recorded as the actor of every change made with it
+    /// (default `cli:<user>`).
+    #[arg(long)]
+    sub: Option<String>,
+    /// `read` grants `roster:read`; `write` grants `roster:write` (read and write).
+    #[arg(long, value_enum, default_value = "read")]
+    role: Role,
+    /// Confine the token to this tenant's slug.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Minutes until the token expires.
+    #[arg(long, default_value_t = 60)]
+    ttl_minutes: u32,
+    #[command(flatten)]
+    auth: AdminAuthConfig,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Role {
+    Read,
+    Write,
+}
+
+impl From<Role> for Access {
+    fn from(role: Role) -> Self {
+        match role {
+            Role::Read => Access::Read,
+            Role::Write => Access::Write,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,6 +181,84 @@ enum KeyCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum GroupCommand {
+    /// Create a group.
+    Create {
+        slug: String,
+        #[arg(long)]
+        name: String,
+        /// The External Group ID: the Entra group's Object ID.
+        #[arg(long)]
+        external_id: Option<String>,
+        /// Turn Sync Enabled on; with an External Group ID the group is visible over SCIM.
+        #[arg(long)]
+        sync: bool,
+        /// A permission the group grants its members; repeat for several.
+        #[arg(long = "permission")]
+        permissions: Vec<String>,
+        #[command(flatten)]
+        store: StoreConfig,
+    },
+    /// List a tenant's groups with their member counts.
+    List {
+        slug: String,
+        #[command(flatten)]
+        store: StoreConfig,
+    },
+    /// Change a group; only what is given changes, all in one transaction.
+    Update {
+        slug: String,
+        group_id: Uuid,
+        /// A new display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// A new External Group ID (the Entra group's Object ID).
+        #[arg(long, conflicts_with = "clear_external_id")]
+        external_id: Option<String>,
+        /// Remove the External Group ID: the group stops being synced.
+        #[arg(long)]
+        clear_external_id: bool,
+        /// Sync Enabled, `true` or `false`.
+        #[arg(long)]
+        sync: Option<bool>,
+        /// Replaces the group's permissions; repeat for several.
+        #[arg(long = "permission")]
+        permissions: Vec<String>,
+        /// Remove every permission.
+        #[arg(long, conflicts_with = "permissions")]
+        clear_permissions: bool,
+        #[command(flatten)]
+        store: StoreConfig,
+    },
+    /// Delete a group; its members who are left in no synced group join Basic User.
+    Delete {
+        slug: String,
+        group_id: Uuid,
+        #[command(flatten)]
+        store: StoreConfig,
+    },
+}
+
+/// What `roster group update` changes.
+#[derive(Debug, Default)]
+struct GroupUpdate {
+    name: Option<String>,
+    /// `Some(None)` clears the External Group ID.
+    external_id: Option<Option<String>>,
+    sync: Option<bool>,
+    permissions: Option<BTreeSet<String>>,
+}
+
+impl GroupUpdate {
+    fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.external_id.is_none()
+            && self.sync.is_none()
+            && self.permissions.is_none()
+    }
+}
+
 /// Parses the command line, runs the command, and turns failures into a message and exit 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -164,6 +289,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Tenant(command) => tenant(command).await,
         Command::Key(command) => key(command).await,
+        Command::AdminToken(args) => admin_token(&args),
+        Command::Group(command) => group(command).await,
         Command::Dev(config) => dev(config).await,
         Command::FusionauthDouble {
             listen,
@@ -446,7 +573,237 @@ async fn issue_key(
     Ok(issued)
 }
 
+fn admin_token(args: &AdminTokenArgs) -> anyhow::Result<()> {
+    let subject = args.sub.clone().unwrap_or_else(cli_actor);
+    let request = TokenRequest {
+        subject: &subject,
+        access: args.role.into(),
+        tenant: args.tenant.as_deref(),
+        ttl: Duration::from_secs(u64::from(args.ttl_minutes) * 60),
+    };
+    let token = token::mint_hs256(&args.auth, &request)?;
+    println!("{token}");
+    eprintln!(
+        "(expires in {} minutes; send it as `Authorization: Bearer <token>` or paste it into \
+         Authorize at /docs)",
+        args.ttl_minutes
+    );
+    Ok(())
+}
+
+/// Gives a `roster dev` process an HS256 secret when none is configured; true when it did.
+fn ensure_dev_jwt_secret(auth: &mut AdminAuthConfig) -> bool {
+    if auth
+        .jwt_hs256_secret
+        .as_ref()
+        .is_some_and(|s| !s.is_empty())
+    {
+        return false;
+    }
+    let Ok(secret) = token::generate_dev_secret().parse();
+    auth.jwt_hs256_secret = Some(secret);
+    true
+}
+
+async fn group(command: GroupCommand) -> anyhow::Result<()> {
+    match command {
+        GroupCommand::Create {
+            slug,
+            name,
+            external_id,
+            sync,
+            permissions,
+            store,
+        } => {
+            let new = NewGroup {
+                display_name: name,
+                external_id,
+                sync_enabled: sync,
+                permissions: permissions.into_iter().collect(),
+            };
+            let group = create_group(&store, &slug, &new).await?;
+            println!("created group {} ({})", group.id, group.display_name);
+        }
+        GroupCommand::List { slug, store } => list_groups(&store, &slug).await?,
+        GroupCommand::Update {
+            slug,
+            group_id,
+            name,
+            external_id,
+            clear_external_id,
+            sync,
+            permissions,
+            clear_permissions,
+            store,
+        } => {
+            let update = GroupUpdate {
+                name,
+                external_id: external_id.map(Some).or(clear_external_id.then_some(None)),
+                sync,
+                permissions: (clear_permissions || !permissions.is_empty())
+                    .then(|| permissions.into_iter().collect()),
+            };
+            let group = update_group(&store, &slug, group_id, update).await?;
+            println!("updated group {} ({})", group.id, group.display_name);
+        }
+        GroupCommand::Delete {
+            slug,
+            group_id,
+            store,
+        } => {
+            let group = delete_group(&store, &slug, group_id).await?;
+            println!("deleted group {} ({})", group.id, group.display_name);
+        }
+    }
+    Ok(())
+}
+
+/// The tenant's pool and record for a group command.
+async fn group_tenant(store: &StoreConfig, slug: &str) -> anyhow::Result<(PgPool, Tenant)> {
+    let pool = connect(store).await?;
+    let tenant = tenants::require_by_slug(&pool, slug).await?;
+    Ok((pool, tenant))
+}
+
+/// Journal request id for the safety-net moves a CLI change causes.
+fn cli_request_id() -> String {
+    format!("cli-{}", Uuid::now_v7().simple())
+}
+
+fn group_detail(group: &Group) -> serde_json::Value {
+    json!({
+        "name": group.display_name,
+        "external_id": group.external_id,
+        "sync_enabled": group.sync_enabled,
+        "permissions": group.permissions,
+    })
+}
+
+async fn create_group(store: &StoreConfig, slug: &str, new: &NewGroup) -> anyhow::Result<Group> {
+    let (pool, tenant) = group_tenant(store, slug).await?;
+    let mut tx = tenancy::scope::begin(&pool, &tenant.schema).await?;
+    let group = groups::create(&mut tx, new).await?;
+    audit_group(&mut tx, &tenant, "group.create", &group).await?;
+    tx.commit().await?;
+    Ok(group)
+}
+
+async fn list_groups(store: &StoreConfig, slug: &str) -> anyhow::Result<()> {
+    const PAGE: i64 = 500;
+    let (pool, tenant) = group_tenant(store, slug).await?;
+    println!(
+        "{:<36} {:<8} {:>8} {:<20} {:<36} NAME [PERMISSIONS]",
+        "ID", "SYNC", "MEMBERS", "LAST SYNCED", "EXTERNAL ID"
+    );
+    let mut offset = 0;
+    loop {
+        let mut tx = tenancy::scope::begin(&pool, &tenant.schema).await?;
+        let page = groups::list_with_member_counts(&mut tx, offset, PAGE).await?;
+        tx.commit().await?;
+        for row in &page {
+            let group = &row.group;
+            let sync = match (group.is_basic_user, group.is_synced(), group.sync_enabled) {
+                (true, _, _) => "system",
+                (_, true, _) => "synced",
+                (_, false, true) => "no-id",
+                _ => "off",
+            };
+            let last_synced = group.last_synced_at.map_or("never".to_owned(), |at| {
+                at.format("%Y-%m-%d %H:%M:%S").to_string()
+            });
+            println!(
+                "{:<36} {sync:<8} {:>8} {last_synced:<20} {:<36} {} [{}]",
+                group.id,
+                row.member_count,
+                group.external_id.as_deref().unwrap_or("-"),
+                group.display_name,
+                group.permissions.join(", ")
+            );
+        }
+        if i64::try_from(page.len()).unwrap_or(PAGE) < PAGE {
+            return Ok(());
+        }
+        offset += PAGE;
+    }
+}
+
+async fn update_group(
+    store: &StoreConfig,
+    slug: &str,
+    group_id: Uuid,
+    update: GroupUpdate,
+) -> anyhow::Result<Group> {
+    if update.is_empty() {
+        anyhow::bail!(
+            "nothing to change: give --name, --external-id, --clear-external-id, --sync, \
+             --permission or --clear-permissions"
+        );
+    }
+    let (pool, tenant) = group_tenant(store, slug).await?;
+    let request_id = cli_request_id();
+    let mut tx = tenancy::scope::begin(&pool, &tenant.schema).await?;
+    let mut group = groups::get(&mut tx, group_id)
+        .await?
+        .context("no such group in this tenant")?;
+    if let Some(name) = &update.name {
+        group = groups::rename(&mut tx, group_id, name).await?;
+    }
+    if let Some(external_id) = &update.external_id {
+        group =
+            groups::set_external_id(&mut tx, group_id, external_id.as_deref(), &request_id).await?;
+    }
+    if let Some(enabled) = update.sync {
+        group = groups::set_sync(&mut tx, group_id, enabled, &request_id).await?;
+    }
+    if let Some(permissions) = &update.permissions {
+        group = groups::set_permissions(&mut tx, group_id, permissions).await?;
+    }
+    audit_group(&mut tx, &tenant, "group.update", &group).await?;
+    tx.commit().await?;
+    Ok(group)
+}
+
+async fn delete_group(store: &StoreConfig, slug: &str, group_id: Uuid) -> anyhow::Result<Group> {
+    let (pool, tenant) = group_tenant(store, slug).await?;
+    let mut tx = tenancy::scope::begin(&pool, &tenant.schema).await?;
+    let group = groups::delete(&mut tx, group_id, &cli_request_id()).await?;
+    audit_group(&mut tx, &tenant, "group.delete", &group).await?;
+    tx.commit().await?;
+    Ok(group)
+}
+
+/// Records a group change in the admin audit, in the change's own transaction.
+async fn audit_group(
+    tx: &mut sqlx::PgConnection,
+    tenant: &Tenant,
+    action: &str,
+    group: &Group,
+) -> anyhow::Result<()> {
+    audit::record(
+        &mut *tx,
+        AuditEvent {
+            actor: &cli_actor(),
+            action,
+            tenant_id: Some(tenant.id),
+            target: Some(group.id.to_string()),
+            detail: group_detail(group),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
 async fn dev(mut config: ServeConfig) -> anyhow::Result<()> {
+    let generated_secret = ensure_dev_jwt_secret(&mut config.admin_auth);
+    let admin_token = token::mint_hs256(
+        &config.admin_auth,
+        &TokenRequest {
+            subject: &cli_actor(),
+            access: Access::Write,
+            tenant: None,
+            ttl: Duration::from_secs(12 * 60 * 60),
+        },
+    )?;
     migrate(&MigrateConfig {
         store: config.store.clone(),
         migrate_concurrency: 4,
@@ -472,11 +829,19 @@ async fn dev(mut config: ServeConfig) -> anyhow::Result<()> {
     println!("  Secret token for tenant demo:    {}", issued.secret);
     println!("  API docs:                        {base}/docs");
     println!("  FusionAuth (test double):        {}", double.base_url());
+    println!("  Admin token (roster:write, 12 h): {admin_token}");
+    if generated_secret {
+        println!(
+            "  (signed with a JWT secret generated for this process: set \
+             ROSTER_JWT_HS256_SECRET to keep admin tokens valid across restarts)"
+        );
+    }
     println!();
     println!(
         "Try: curl -H 'Authorization: Bearer {}' {base}/scim/v2/ServiceProviderConfig",
         issued.secret
     );
+    println!("     curl -H 'Authorization: Bearer {admin_token}' {base}/admin/v1/tenants");
     println!();
     server::wait_for_shutdown(running).await
 }

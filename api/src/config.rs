@@ -101,6 +101,10 @@ pub struct ServeConfig {
     #[arg(long, env = "ROSTER_BODY_LIMIT_BYTES", default_value_t = 1_048_576)]
     pub body_limit_bytes: usize,
 
+    /// Seconds a client may take to send a request body before it gets 408.
+    #[arg(long, env = "ROSTER_BODY_TIMEOUT_SECS", default_value_t = 10)]
+    pub body_timeout_secs: u64,
+
     /// Seconds to drain in-flight requests after SIGTERM or Ctrl-C.
     #[arg(long, env = "ROSTER_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,

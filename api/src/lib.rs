@@ -1,6 +1,7 @@
 //! Roster's HTTP service: the SCIM 2.0 surface Entra provisions into, the admin API, and the
 //! `roster` command line that runs and administers it.
 
+pub mod admin;
 pub mod body_limit;
 pub mod cli;
 pub mod config;

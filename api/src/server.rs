@@ -9,12 +9,11 @@ use poem::middleware::CatchPanic;
 use poem::{Endpoint, EndpointExt, Route, Server};
 use tokio::task::JoinHandle;
 
-use crate::body_limit::BodyLimit;
 use crate::config::ServeConfig;
 use crate::request_line::LenientRequestLines;
 use crate::state::{connect_redis, AppState};
 use crate::telemetry::AccessLog;
-use crate::{openapi, scim};
+use crate::{admin, openapi, scim};
 
 /// The whole service as one endpoint.
 pub fn app(state: AppState) -> impl Endpoint {
@@ -24,7 +23,11 @@ pub fn app(state: AppState) -> impl Endpoint {
         .nest("/scim", scim::routes(limit))
         .nest("/docs", api.swagger_ui())
         .at("/openapi.json", api.spec_endpoint())
-        .nest("/", api.with(BodyLimit(limit)))
+        .nest(
+            "/",
+            api.with(limit.middleware())
+                .catch_all_error(|error| async move { admin::error::render(error) }),
+        )
         .with(CatchPanic::new())
         .with(AccessLog)
         .data(state)

@@ -10,6 +10,7 @@ use tenancy::keys::LastUsed;
 use tenancy::limits::{AuthFailures, TenantLimits};
 use tenancy::redis_link::RedisLink;
 
+use crate::admin::token::TokenVerifier;
 use crate::config::{FusionAuthConfig, ServeConfig};
 use crate::directory::journal::JournalWriter;
 use crate::fusionauth::{ClientConfig, FusionAuthClient, KeySealer, UrlPolicy};
@@ -25,7 +26,7 @@ pub struct AppState {
     pub auth_failures: AuthFailures,
     /// Base for `Location` headers and `meta.location`, without a trailing slash.
     pub public_url: String,
-    pub body_limit: usize,
+    pub body_limit: BodyLimitConfig,
     pub trust_forwarded_for: bool,
     /// Calls tenants' FusionAuth instances (one connection pool for all of them).
     pub fusionauth: FusionAuthClient,
@@ -36,6 +37,8 @@ pub struct AppState {
     pub url_policy: UrlPolicy,
     /// Batches read-path journal entries and `last_synced_at` stamps.
     pub journal: JournalWriter,
+    /// Checks the admin API's bearer tokens.
+    pub admin_tokens: Arc<TokenVerifier>,
 }
 
 impl AppState {
@@ -47,13 +50,20 @@ impl AppState {
             fusionauth: fusionauth_client(&config.fusionauth, url_policy)?,
             sealer: sealer(&config.fusionauth)?,
             url_policy,
+            admin_tokens: Arc::new(
+                TokenVerifier::from_config(&config.admin_auth)
+                    .context("invalid admin token configuration")?,
+            ),
             journal: JournalWriter::spawn(pool.clone()),
             keys: KeyCache::new(pool.clone(), redis.clone()),
             last_used: LastUsed::new(pool.clone()),
             limits: TenantLimits::new(redis.clone(), config.default_rate_limit),
             auth_failures: AuthFailures::new(config.auth_failures_per_minute),
             public_url: config.public_url(),
-            body_limit: config.body_limit_bytes,
+            body_limit: BodyLimitConfig {
+                bytes: config.body_limit_bytes,
+                timeout: Duration::from_secs(config.body_timeout_secs),
+            },
             trust_forwarded_for: config.trust_forwarded_for,
             pool,
             redis,
@@ -86,6 +96,22 @@ pub fn sealer(config: &FusionAuthConfig) -> anyhow::Result<Option<Arc<KeySealer>
             )?,
         ))),
         _ => Ok(None),
+    }
+}
+
+/// How large and how slow a request body may be.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimitConfig {
+    pub bytes: usize,
+    pub timeout: Duration,
+}
+
+impl BodyLimitConfig {
+    pub fn middleware(self) -> crate::body_limit::BodyLimit {
+        crate::body_limit::BodyLimit {
+            limit: self.bytes,
+            timeout: self.timeout,
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use poem::http::HeaderValue;
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result};
+use poem_openapi::OperationId;
 use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
@@ -115,15 +116,16 @@ impl<E: Endpoint> Endpoint for AccessLogEndpoint<E> {
         if let Ok(value) = HeaderValue::from_str(&context.request_id) {
             response.headers_mut().insert(REQUEST_ID_HEADER, value);
         }
-        crate::metrics::record_request(
-            context.operation(),
-            response.status().as_u16(),
-            started.elapsed(),
-        );
+        // Documented operations name themselves on the response; SCIM handlers set theirs.
+        let operation = match response.data::<OperationId>() {
+            Some(id) if context.operation.get().is_none() => id.0,
+            _ => context.operation(),
+        };
+        crate::metrics::record_request(operation, response.status().as_u16(), started.elapsed());
         tracing::info!(
             request.id = %context.request_id,
             tenant.slug = context.tenant.get().map(String::as_str).unwrap_or("-"),
-            operation = context.operation(),
+            operation,
             http.status = response.status().as_u16(),
             duration_ms = started.elapsed().as_secs_f64() * 1000.0,
             "request"

@@ -1,7 +1,8 @@
 //! The admin audit trail: every change made through the admin API or the CLI, with its actor.
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::PgExecutor;
+use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 /// One audited change.
@@ -35,4 +36,53 @@ pub async fn record(
     .execute(executor)
     .await?;
     Ok(())
+}
+
+/// One recorded change, as listings show it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AuditRecord {
+    /// Increases with every record: newer records have larger ids.
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    /// Kept after the tenant is deleted, so its history stays readable.
+    pub tenant_id: Option<Uuid>,
+    pub target: Option<String>,
+    pub detail: Value,
+}
+
+/// Which records [`list`] returns; `None` fields do not filter.
+#[derive(Debug, Default, Clone)]
+pub struct AuditFilter<'a> {
+    pub tenant_id: Option<Uuid>,
+    pub actor: Option<&'a str>,
+    pub action: Option<&'a str>,
+    /// Only records older than this id: the cursor of the previous page.
+    pub before_id: Option<i64>,
+}
+
+/// One page of records, newest first.
+pub async fn list(
+    pool: &PgPool,
+    filter: &AuditFilter<'_>,
+    limit: i64,
+) -> Result<Vec<AuditRecord>, sqlx::Error> {
+    sqlx::query_as(
+        "select id, at, actor, action, tenant_id, target, detail \
+         from roster_control.admin_audit \
+         where ($1::uuid is null or tenant_id = $1) \
+           and ($2::text is null or actor = $2) \
+           and ($3::text is null or action = $3) \
+           and ($4::bigint is null or id < $4) \
+         order by id desc \
+         limit $5",
+    )
+    .bind(filter.tenant_id)
+    .bind(filter.actor)
+    .bind(filter.action)
+    .bind(filter.before_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
 }

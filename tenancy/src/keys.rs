@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::tenants::TenantStatus;
@@ -93,7 +93,7 @@ fn validate_service_account(name: &str) -> Result<(), Error> {
 
 /// Issues a new key for a service account of a tenant.
 pub async fn issue(
-    pool: &PgPool,
+    executor: impl PgExecutor<'_>,
     tenant_id: Uuid,
     service_account: &str,
     expires_at: Option<DateTime<Utc>>,
@@ -113,7 +113,7 @@ pub async fn issue(
     .bind(&prefix)
     .bind(KeyHash::of(&secret).0.as_slice())
     .bind(expires_at)
-    .execute(pool)
+    .execute(executor)
     .await?;
     Ok(IssuedKey {
         id,
@@ -137,7 +137,11 @@ pub async fn list(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<KeyInfo>, Error>
 
 /// Revokes a tenant's key named by id or visible prefix. Revoking twice is harmless.
 /// Callers must invalidate the key cache afterwards.
-pub async fn revoke(pool: &PgPool, tenant_id: Uuid, id_or_prefix: &str) -> Result<KeyInfo, Error> {
+pub async fn revoke(
+    executor: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    id_or_prefix: &str,
+) -> Result<KeyInfo, Error> {
     let id = Uuid::parse_str(id_or_prefix).ok();
     let revoked: Option<KeyInfo> = sqlx::query_as(
         "update roster_control.api_keys set revoked_at = coalesce(revoked_at, now()) \
@@ -147,7 +151,7 @@ pub async fn revoke(pool: &PgPool, tenant_id: Uuid, id_or_prefix: &str) -> Resul
     .bind(tenant_id)
     .bind(id)
     .bind(id_or_prefix)
-    .fetch_optional(pool)
+    .fetch_optional(executor)
     .await?;
     revoked.ok_or_else(|| Error::UnknownKey(id_or_prefix.to_owned()))
 }

@@ -12,7 +12,7 @@
 
 use futures::stream::{self, StreamExt};
 use sqlx::migrate::{Migration, Migrator};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Executor as _, PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::db::CONTROL_SCHEMA;
@@ -46,9 +46,17 @@ pub fn latest_version(migrator: &Migrator) -> i64 {
 
 /// Brings the control schema up to date.
 pub async fn migrate_control(pool: &PgPool) -> Result<(), Error> {
-    sqlx::raw_sql(&format!("create schema if not exists {CONTROL_SCHEMA}"))
+    let created = sqlx::raw_sql(&format!("create schema if not exists {CONTROL_SCHEMA}"))
         .execute(pool)
-        .await?;
+        .await;
+    match created {
+        // `if not exists` does not hold against a concurrent creation: when several processes
+        // start at once, the losers of the race see a unique violation on `pg_namespace`.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {}
+        other => {
+            other?;
+        }
+    }
     CONTROL.run(pool).await?;
     Ok(())
 }
@@ -170,14 +178,14 @@ pub(crate) async fn apply_pending(
     if pending.is_empty() {
         return Ok(0);
     }
-    sqlx::raw_sql(&format!("set local search_path to {}", schema.quoted()))
-        .execute(&mut *tx)
+    // `Executor::execute` with a plain string runs the simple protocol, as `raw_sql` does, but
+    // its boxed future is `Send`, so tenant creation can run inside a request handler.
+    tx.execute(format!("set local search_path to {}", schema.quoted()).as_str())
         .await?;
     for migration in &pending {
-        sqlx::raw_sql(&migration.sql).execute(&mut *tx).await?;
+        tx.execute(migration.sql.as_ref()).await?;
     }
-    sqlx::raw_sql(&format!("set local search_path to {CONTROL_SCHEMA}"))
-        .execute(&mut *tx)
+    tx.execute(format!("set local search_path to {CONTROL_SCHEMA}").as_str())
         .await?;
     let newest = pending
         .iter()

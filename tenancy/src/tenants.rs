@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::{Executor as _, PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::migrate::{apply_pending, TENANT};
@@ -120,12 +120,20 @@ fn validate_name(name: &str) -> Result<(), Error> {
 /// Creates a tenant: its control row and its schema at the current tenant migration version,
 /// in one transaction, so a tenant is never half-created.
 pub async fn create(pool: &PgPool, slug: &str, name: &str) -> Result<Tenant, Error> {
+    let mut tx = pool.begin().await?;
+    let tenant = create_in(&mut tx, slug, name).await?;
+    tx.commit().await?;
+    Ok(tenant)
+}
+
+/// Creates a tenant inside the caller's transaction, so that what else the caller records
+/// (an audit event, a first key) commits or rolls back with it.
+pub async fn create_in(tx: &mut PgConnection, slug: &str, name: &str) -> Result<Tenant, Error> {
     validate_slug(slug)?;
     validate_name(name)?;
     let id = Uuid::now_v7();
     let schema = SchemaName::generate();
 
-    let mut tx = pool.begin().await?;
     let inserted = sqlx::query(
         "insert into roster_control.tenants (id, slug, name, schema_name) values ($1, $2, $3, $4) \
          on conflict (slug) do nothing",
@@ -139,13 +147,11 @@ pub async fn create(pool: &PgPool, slug: &str, name: &str) -> Result<Tenant, Err
     if inserted.rows_affected() == 0 {
         return Err(Error::SlugTaken(slug.to_owned()));
     }
-    sqlx::raw_sql(&format!("create schema {}", schema.quoted()))
-        .execute(&mut *tx)
+    // A plain string runs like `raw_sql`, with a `Send` future (see `migrate::apply_pending`).
+    tx.execute(format!("create schema {}", schema.quoted()).as_str())
         .await?;
-    apply_pending(&mut tx, &schema, &TENANT, 0).await?;
-    tx.commit().await?;
-
-    get(pool, id)
+    apply_pending(&mut *tx, &schema, &TENANT, 0).await?;
+    get(&mut *tx, id)
         .await?
         .ok_or_else(|| Error::UnknownTenant(id.to_string()))
 }
@@ -212,22 +218,31 @@ impl TryFrom<TenantRow> for Tenant {
 }
 
 /// Looks a tenant up by id.
-pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Tenant>, Error> {
+pub async fn get(executor: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Tenant>, Error> {
     let sql = format!("select {TENANT_COLUMNS} from roster_control.tenants where id = $1");
-    let row: Option<TenantRow> = sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?;
+    let row: Option<TenantRow> = sqlx::query_as(&sql)
+        .bind(id)
+        .fetch_optional(executor)
+        .await?;
     row.map(Tenant::try_from).transpose()
 }
 
 /// Looks a tenant up by slug.
-pub async fn get_by_slug(pool: &PgPool, slug: &str) -> Result<Option<Tenant>, Error> {
+pub async fn get_by_slug(
+    executor: impl PgExecutor<'_>,
+    slug: &str,
+) -> Result<Option<Tenant>, Error> {
     let sql = format!("select {TENANT_COLUMNS} from roster_control.tenants where slug = $1");
-    let row: Option<TenantRow> = sqlx::query_as(&sql).bind(slug).fetch_optional(pool).await?;
+    let row: Option<TenantRow> = sqlx::query_as(&sql)
+        .bind(slug)
+        .fetch_optional(executor)
+        .await?;
     row.map(Tenant::try_from).transpose()
 }
 
 /// Looks a tenant up by slug, failing when there is none.
-pub async fn require_by_slug(pool: &PgPool, slug: &str) -> Result<Tenant, Error> {
-    get_by_slug(pool, slug)
+pub async fn require_by_slug(executor: impl PgExecutor<'_>, slug: &str) -> Result<Tenant, Error> {
+    get_by_slug(executor, slug)
         .await?
         .ok_or_else(|| Error::UnknownTenant(slug.to_owned()))
 }
@@ -251,13 +266,17 @@ pub async fn list(
 }
 
 /// Suspends or resumes a tenant. Callers must invalidate the key cache afterwards.
-pub async fn set_status(pool: &PgPool, id: Uuid, status: TenantStatus) -> Result<(), Error> {
+pub async fn set_status(
+    executor: impl PgExecutor<'_>,
+    id: Uuid,
+    status: TenantStatus,
+) -> Result<(), Error> {
     let updated = sqlx::query(
         "update roster_control.tenants set status = $2, updated_at = now() where id = $1",
     )
     .bind(id)
     .bind(status)
-    .execute(pool)
+    .execute(executor)
     .await?;
     if updated.rows_affected() == 0 {
         return Err(Error::UnknownTenant(id.to_string()));
@@ -269,6 +288,14 @@ pub async fn set_status(pool: &PgPool, id: Uuid, status: TenantStatus) -> Result
 /// Callers must invalidate the key cache afterwards.
 pub async fn delete(pool: &PgPool, id: Uuid) -> Result<(), Error> {
     let mut tx = pool.begin().await?;
+    delete_in(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Deletes a tenant inside the caller's transaction. Callers must invalidate the key cache
+/// after it commits.
+pub async fn delete_in(tx: &mut PgConnection, id: Uuid) -> Result<(), Error> {
     let schema: Option<String> = sqlx::query_scalar(
         "delete from roster_control.tenants where id = $1 returning schema_name",
     )
@@ -278,10 +305,8 @@ pub async fn delete(pool: &PgPool, id: Uuid) -> Result<(), Error> {
     let schema = schema.ok_or_else(|| Error::UnknownTenant(id.to_string()))?;
     let schema = SchemaName::parse(&schema)
         .map_err(|_| Error::UnknownTenant(format!("tenant {id} has an invalid schema name")))?;
-    sqlx::raw_sql(&format!("drop schema {} cascade", schema.quoted()))
-        .execute(&mut *tx)
+    tx.execute(format!("drop schema {} cascade", schema.quoted()).as_str())
         .await?;
-    tx.commit().await?;
     Ok(())
 }
 
@@ -295,10 +320,10 @@ pub struct SettingsUpdate {
     pub journal_retention_days: Option<i32>,
 }
 
-/// Applies a settings update. Callers must invalidate the key cache when the rate limit
-/// changed, since it travels with cached keys.
+/// Applies a settings update and returns the tenant as it now is. Callers must invalidate the
+/// key cache when the rate limit changed, since it travels with cached keys.
 pub async fn update_settings(
-    pool: &PgPool,
+    executor: impl PgExecutor<'_>,
     id: Uuid,
     update: &SettingsUpdate,
 ) -> Result<Tenant, Error> {
@@ -316,35 +341,34 @@ pub async fn update_settings(
     positive(update.stale_after_secs, "stale threshold")?;
     positive(update.journal_retention_days, "journal retention")?;
 
-    let updated = sqlx::query(
+    let sql = format!(
         "update roster_control.tenants set \
            name = coalesce($2, name), \
            rate_limit_per_sec = case when $3 then $4 else rate_limit_per_sec end, \
            stale_after_secs = coalesce($5, stale_after_secs), \
            journal_retention_days = coalesce($6, journal_retention_days), \
            updated_at = now() \
-         where id = $1",
-    )
-    .bind(id)
-    .bind(update.name.as_deref())
-    .bind(update.rate_limit_per_sec.is_some())
-    .bind(update.rate_limit_per_sec.flatten())
-    .bind(update.stale_after_secs)
-    .bind(update.journal_retention_days)
-    .execute(pool)
-    .await?;
-    if updated.rows_affected() == 0 {
-        return Err(Error::UnknownTenant(id.to_string()));
-    }
-    get(pool, id)
-        .await?
+         where id = $1 \
+         returning {TENANT_COLUMNS}"
+    );
+    let row: Option<TenantRow> = sqlx::query_as(&sql)
+        .bind(id)
+        .bind(update.name.as_deref())
+        .bind(update.rate_limit_per_sec.is_some())
+        .bind(update.rate_limit_per_sec.flatten())
+        .bind(update.stale_after_secs)
+        .bind(update.journal_retention_days)
+        .fetch_optional(executor)
+        .await?;
+    row.map(Tenant::try_from)
+        .transpose()?
         .ok_or_else(|| Error::UnknownTenant(id.to_string()))
 }
 
 /// Stores (or, with `None`, clears) a tenant's FusionAuth connection. The API key arrives
 /// already sealed: this crate never sees it in the clear.
 pub async fn set_fusionauth(
-    pool: &PgPool,
+    executor: impl PgExecutor<'_>,
     id: Uuid,
     settings: Option<&FusionAuthSettings>,
 ) -> Result<(), Error> {
@@ -359,7 +383,7 @@ pub async fn set_fusionauth(
     .bind(settings.map(|s| s.sealed_api_key.as_slice()))
     .bind(settings.map(|s| s.tenant_id))
     .bind(settings.and_then(|s| s.application_id))
-    .execute(pool)
+    .execute(executor)
     .await?;
     if updated.rows_affected() == 0 {
         return Err(Error::UnknownTenant(id.to_string()));

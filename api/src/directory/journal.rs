@@ -250,10 +250,14 @@ async fn write_batch(
     if !batch.groups_read.is_empty() {
         batch.groups_read.sort_unstable();
         batch.groups_read.dedup();
-        sqlx::query("update groups set last_synced_at = now() where id = any($1)")
-            .bind(&batch.groups_read)
-            .execute(&mut *tx)
-            .await?;
+        // Lock in id order so that two replicas stamping overlapping groups cannot deadlock.
+        sqlx::query(
+            "update groups set last_synced_at = now() where id in \
+             (select id from groups where id = any($1) order by id for no key update)",
+        )
+        .bind(&batch.groups_read)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await
 }

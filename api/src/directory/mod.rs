@@ -2,6 +2,7 @@
 //! effective permissions and the journal. All SQL over tenant tables lives here, and every
 //! function takes a connection already scoped to the tenant (`tenancy::scope::begin`).
 
+pub mod groups;
 pub mod journal;
 pub mod provisioning;
 pub mod safety_net;

@@ -55,6 +55,10 @@ pub enum ScimError {
     #[error("the request body is larger than this service accepts")]
     PayloadTooLarge,
 
+    /// 408: the body did not arrive within `ROSTER_BODY_TIMEOUT_SECS`.
+    #[error("the request body was not received in time")]
+    RequestTimeout,
+
     /// 415: a body labelled with a type other than JSON.
     #[error("request bodies must be application/scim+json or application/json")]
     UnsupportedMediaType,
@@ -120,6 +124,7 @@ impl ScimError {
             StatusCode::NOT_FOUND => ScimError::NotFound("no such SCIM endpoint".to_owned()),
             StatusCode::METHOD_NOT_ALLOWED => ScimError::MethodNotAllowed,
             StatusCode::PAYLOAD_TOO_LARGE => ScimError::PayloadTooLarge,
+            StatusCode::REQUEST_TIMEOUT => ScimError::RequestTimeout,
             status if status.is_client_error() => ScimError::BadRequest {
                 scim_type: None,
                 detail: "the request could not be read".to_owned(),
@@ -159,6 +164,7 @@ impl ResponseError for ScimError {
             ScimError::Uniqueness(_) => StatusCode::CONFLICT,
             ScimError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ScimError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ScimError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ScimError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ScimError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ScimError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,

@@ -9,6 +9,7 @@ pub mod body;
 pub mod discovery;
 pub mod error;
 pub mod filter;
+pub mod groups;
 pub mod patch;
 pub mod path;
 pub mod query;
@@ -21,10 +22,10 @@ pub mod users;
 use poem::{get, post, Endpoint, EndpointExt, IntoEndpoint, Route};
 
 use self::error::render;
-use crate::body_limit::BodyLimit;
+use crate::state::BodyLimitConfig;
 
-/// The SCIM routes under both bases (relative to `/scim`), refusing bodies over `body_limit` bytes.
-pub fn routes(body_limit: usize) -> impl Endpoint {
+/// The SCIM routes under both bases (relative to `/scim`), with bodies bounded by `body_limit`.
+pub fn routes(body_limit: BodyLimitConfig) -> impl Endpoint {
     let mut route = Route::new();
     for base in ["/v2", "/v2/:tenant"] {
         route = route
@@ -57,11 +58,22 @@ pub fn routes(body_limit: usize) -> impl Endpoint {
                     .put(users::replace_user)
                     .patch(users::patch_user)
                     .delete(users::delete_user),
+            )
+            .at(
+                format!("{base}/Groups"),
+                get(groups::list_groups).post(groups::refuse_write),
+            )
+            .at(
+                format!("{base}/Groups/:id"),
+                get(groups::get_group)
+                    .patch(groups::patch_group)
+                    .put(groups::refuse_write)
+                    .delete(groups::refuse_write),
             );
     }
     route
         .at("/*rest", unknown_path)
-        .with(BodyLimit(body_limit))
+        .with(body_limit.middleware())
         .catch_all_error(|error| async move { render(error) })
         .into_endpoint()
 }

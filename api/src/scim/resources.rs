@@ -1,10 +1,12 @@
-//! SCIM resource shapes that Roster returns: users, list responses, and projection.
+//! SCIM resource shapes that Roster returns: users, groups, list responses, and projection.
 
+use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
-use super::discovery::USER_SCHEMA;
+use super::discovery::{GROUP_SCHEMA, USER_SCHEMA};
 use super::query::Projection;
 use super::response::LIST_RESPONSE_SCHEMA;
+use crate::directory::groups::{Group, Member};
 use crate::directory::users::User;
 
 /// A stored user as a SCIM User resource.
@@ -40,6 +42,42 @@ pub fn user(user: &User, base_url: &str) -> Value {
         }),
     );
     Value::Object(resource)
+}
+
+/// A synced group as a SCIM Group resource. `members` is present when the caller loaded them
+/// (at most `groups::MEMBER_PAGE_LIMIT`, the first by id) and the group has any.
+pub fn group(group: &Group, members: Option<&[Member]>, base_url: &str) -> Value {
+    let mut resource = Map::new();
+    resource.insert("schemas".into(), json!([GROUP_SCHEMA]));
+    resource.insert("id".into(), json!(group.id));
+    insert_some(&mut resource, "externalId", group.external_id.as_deref());
+    resource.insert("displayName".into(), json!(group.display_name));
+    if let Some(members) = members.filter(|members| !members.is_empty()) {
+        let members = members.iter().map(|m| member(m, base_url)).collect();
+        resource.insert("members".into(), Value::Array(members));
+    }
+    resource.insert(
+        "meta".into(),
+        json!({
+            "resourceType": "Group",
+            "created": timestamp(&group.created_at),
+            "lastModified": timestamp(&group.updated_at),
+            "location": format!("{base_url}/Groups/{}", group.id),
+        }),
+    );
+    Value::Object(resource)
+}
+
+fn member(member: &Member, base_url: &str) -> Value {
+    json!({
+        "value": member.user_id,
+        "$ref": format!("{base_url}/Users/{}", member.user_id),
+        "display": member.display,
+    })
+}
+
+fn timestamp(at: &DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 fn insert_some(map: &mut Map<String, Value>, key: &str, value: Option<&str>) {

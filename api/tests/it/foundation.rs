@@ -616,3 +616,35 @@ async fn metrics_count_requests_cache_lookups_and_pool_use_without_tenant_labels
         "a tenant label leaked into metrics"
     );
 }
+
+#[tokio::test]
+async fn slow_request_bodies_are_cut_with_408_in_scim_shape() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let tenant = app.create_tenant().await;
+    let mut stream = tokio::net::TcpStream::connect(app.running.addr)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /scim/v2/{}/Users HTTP/1.1\r\nHost: roster\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/scim+json\r\nContent-Length: 100\r\n\r\n{{\"userName\"",
+        tenant.tenant.slug, tenant.key.secret
+    );
+
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut response = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut response))
+        .await
+        .expect("the server answered")
+        .unwrap();
+    let response = String::from_utf8_lossy(&response[..read]);
+
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(
+        response.contains("urn:ietf:params:scim:api:messages:2.0:Error"),
+        "{response}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(app.user_count(&tenant).await, 0);
+}

@@ -42,6 +42,7 @@ pub fn test_config() -> ServeConfig {
         listen: "127.0.0.1:0".parse().expect("a socket address"),
         public_url: None,
         body_limit_bytes: 64 * 1024,
+        body_timeout_secs: 2,
         shutdown_grace_secs: 5,
         default_rate_limit: 1000.try_into().expect("non-zero"),
         auth_failures_per_minute: 1000.try_into().expect("non-zero"),

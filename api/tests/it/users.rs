@@ -525,3 +525,32 @@ async fn raw_quotes_in_the_query_string_are_accepted() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("\"totalResults\":1"), "{response}");
 }
+
+#[tokio::test]
+async fn another_tenants_user_ids_are_404() {
+    let app = spawn_app().await;
+    let mine = app.create_tenant().await;
+    let theirs = app.create_tenant().await;
+    let created = app
+        .post_user(&theirs, "them@contoso.com", "them@contoso.com")
+        .await;
+    let path = format!("/Users/{}", created.body["id"].as_str().unwrap());
+
+    let read = app.scim(Method::GET, &mine, &path, None).await;
+    let deleted = app.scim(Method::DELETE, &mine, &path, None).await;
+    let by_filter = app
+        .scim(
+            Method::GET,
+            &mine,
+            &format!(
+                "/Users?filter=id+eq+%22{}%22",
+                created.body["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+
+    read.assert_scim_error(404);
+    deleted.assert_scim_error(404);
+    assert_eq!(by_filter.body["totalResults"], 0);
+}
