@@ -1,8 +1,10 @@
 // Support staff reading the admin API while customers provision: paging through tenants,
-// opening one, and querying its sync journal (SPEC §7), as an open workload.
+// opening one, reading its audit trail, and querying its sync journal (SPEC §7), as an open
+// workload.
 //
 //   tenant_list   GET /admin/v1/tenants?limit=50, following next_cursor for up to PAGES pages
 //   tenant_get    GET /admin/v1/tenants/{slug}
+//   audit         GET /admin/v1/audit?tenant={slug}&limit=50
 //   journal       one of JOURNAL_PATHS, placeholders filled from the seed file
 //
 // JOURNAL_PATHS is a comma-separated list of path templates under BASE_URL with {slug},
@@ -11,7 +13,7 @@
 // published paths. The bearer token comes from ADMIN_TOKEN (a `roster:read` JWT).
 //
 // Settings (environment): BASE_URL, SEED, ADMIN_TOKEN, RATE (requests/s), DURATION, RAMP,
-// MIX ("list:20,get:30,journal:50"), PAGES, P95_MS, P99_MS, DROPPED_MAX, MAX_VUS.
+// MIX ("list:20,get:30,audit:20,journal:30"; a share of 0 leaves a flow out), PAGES, P95_MS, P99_MS, DROPPED_MAX, MAX_VUS.
 
 import http from 'k6/http';
 import { check } from 'k6';
@@ -30,7 +32,7 @@ const P95_MS = envNumber('P95_MS', 50);
 const P99_MS = envNumber('P99_MS', 100);
 const DROPPED_MAX = envNumber('DROPPED_MAX', 0);
 const MAX_VUS = envNumber('MAX_VUS', 100);
-const MIX = envString('MIX', 'list:20,get:30,journal:50');
+const MIX = envString('MIX', 'list:20,get:30,audit:20,journal:30');
 const JOURNAL_PATHS = envString(
   'JOURNAL_PATHS',
   [
@@ -48,6 +50,7 @@ const JOURNAL_PATHS = envString(
 const FLOWS = {
   list: { requests: PAGES, ops: ['tenant_list'] },
   get: { requests: 1, ops: ['tenant_get'] },
+  audit: { requests: 1, ops: ['audit'] },
   journal: { requests: 1, ops: ['journal'] },
 };
 
@@ -116,6 +119,15 @@ export function get() {
   const tenant = randomItem(tenants);
   const res = http.get(`${BASE_URL}/admin/v1/tenants/${tenant.slug}`, params('tenant_get'));
   check(res, { 'tenant_get: 200 the tenant': (r) => r.status === 200 && r.body.includes(tenant.slug) });
+}
+
+export function audit() {
+  const tenant = randomItem(tenants);
+  const res = http.get(
+    `${BASE_URL}/admin/v1/audit?tenant=${tenant.slug}&limit=50`,
+    params('audit'),
+  );
+  check(res, { 'audit: 200 items': (r) => r.status === 200 && r.body.includes('"items"') });
 }
 
 export function journal() {
