@@ -114,7 +114,27 @@ def resources(samples):
         busy = machine[-1]["busy"] - machine[0]["busy"]
         total = machine[-1]["total"] - machine[0]["total"]
         out["machine_busy"] = round(busy / total, 2) if total else None
+        if total:
+            # What the rest of the machine (other people's builds and tests) used meanwhile.
+            cores = os.cpu_count() or 1
+            ours = sum(v["cpu_cores"] or 0 for v in out.values() if isinstance(v, dict))
+            out["other_cores"] = round(max(0.0, busy / total * cores - ours), 2)
     return out
+
+
+def cpu_per_request(run, secs):
+    """CPU milliseconds each process group spent per request: independent of how much CPU the
+    rest of the machine left over, so it says what rate the box could reach on its own."""
+    requests = run.get("requests") or 0
+    if not requests:
+        return {}
+    per = {
+        role: round(v["cpu_cores"] * secs * 1000 / requests, 3)
+        for role, v in run["resources"].items()
+        if isinstance(v, dict) and v.get("cpu_cores") is not None
+    }
+    per["total"] = round(sum(per.values()), 3)
+    return per
 
 
 def window(samples, start, end):
@@ -138,8 +158,15 @@ def print_run(label, run):
     if "server" in res and "rss_max_mb" in res["server"]:
         parts.append(f"server RSS max {res['server']['rss_max_mb']} MB")
     if "machine_busy" in res:
-        parts.append(f"machine busy {res['machine_busy']:.0%}")
+        parts.append(f"machine busy {res['machine_busy']:.0%} "
+                     f"(other processes {res.get('other_cores')} cores)")
     print("    " + ", ".join(parts))
+    per = run.get("cpu_ms_per_request") or {}
+    if per.get("total"):
+        cores = os.cpu_count() or 1
+        listed = ", ".join(f"{role} {ms}" for role, ms in per.items())
+        ceiling = cores * 1000 / per["total"]
+        print(f"    CPU ms per request: {listed} -> at most ~{ceiling:.0f} req/s on {cores} idle cores")
 
 
 def parse_args():
@@ -171,6 +198,7 @@ def main():
             continue
         run = k6_run(load_json(path), int(code))
         run["resources"] = resources(window(samples, float(start), float(end)))
+        run["cpu_ms_per_request"] = cpu_per_request(run, float(end) - float(start))
         summary["runs"][label] = run
     for item in args.extra:
         name, path = item.split("=", 1)
