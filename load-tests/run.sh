@@ -6,7 +6,8 @@
 #
 # Profiles (defaults in brackets; every number can be changed with the options below):
 #   smoke    the whole path at low rate, loose latency limits, under a minute: what CI runs
-#            [3 tenants, 40 req/s, 20 s, p95 < 250 ms, p99 < 500 ms]
+#            [3 tenants, 40 req/s, 20 s, p95 < 250 ms, p99 < 500 ms, any failed request fails;
+#            iterations k6 could not start on a busy machine are reported, not failed]
 #   entra    the Entra mix over many tenants [100 tenants, 2,500 req/s for 60 s after a 10 s ramp,
 #            0 errors, p95 < 25 ms and p99 < 50 ms per operation]
 #   scale    the same rate over 10 tenants, then over 10,000 (same database): compares p95
@@ -51,7 +52,7 @@ tenants=100 rate=2500 duration=60s ramp=0s users=20 groups=2 batch=5 p95=25 p99=
 dropped_max=0
 mix=
 case $profile in
-  smoke) tenants=3 rate=40 duration=20s users=10 p95=250 p99=500 ;;
+  smoke) tenants=3 rate=40 duration=20s users=10 p95=250 p99=500 dropped_max=1000000000 ;;
   entra) ramp=10s ;;
   scale) tenants=10000 rate=500 users=5 groups=1 ;;
   support) rate=50 p95=50 p99=100 ;;

@@ -45,8 +45,8 @@ export function seconds(duration) {
  */
 export function arrivalScenario(exec, perSecond, { duration, ramp, maxVus }) {
   const per10s = Math.max(1, Math.round(perSecond * 10));
-  const preAllocatedVUs = Math.max(2, Math.ceil(perSecond * 0.05) + 2);
-  const maxVUs = Math.max(preAllocatedVUs, Math.min(maxVus, Math.ceil(perSecond * 0.2) + 10));
+  const preAllocatedVUs = Math.max(5, Math.ceil(perSecond * 0.05) + 2);
+  const maxVUs = Math.max(preAllocatedVUs, Math.min(maxVus, Math.ceil(perSecond * 0.2) + 20));
   const common = { exec, timeUnit: '10s', preAllocatedVUs, maxVUs, gracefulStop: '10s' };
   if (seconds(ramp) > 0) {
     return {
