@@ -1,0 +1,237 @@
+// Microsoft Entra provisioning cycles of many tenants at once, as an open workload.
+//
+// Each tenant is one Entra provisioning job with Roster's configuration: users matched on
+// emails[type eq "work"].value and created only, groups matched on externalId and updated only
+// (SPEC §2, reference/entra-client.md §2-5). Requests arrive at a fixed rate whatever the server
+// does (arrival-rate executors), the way many independent Entra jobs arrive. Four flows, each
+// its own scenario, each request tagged with its operation (`op`):
+//
+//   probe      Test Connection / start-of-cycle probe: a random GUID in the matching filter,
+//              percent-encoded like Entra; 200 with an empty ListResponse         op=probe
+//   provision  a new user: the match query (no match), then POST /Users with
+//              Entra's body                                          op=user_match, user_create
+//   group      the group match (excludedAttributes=members, externalId filter), then a PATCH
+//              adding a batch of members ({"op":"Add","path":"members",...}), 204
+//                                                                   op=group_match, group_patch
+//   rematch    steady-state cycles: the match query for a user who exists     op=user_rematch
+//
+// Tenants, keys, groups and users come from the seed file written by load-tests/seed.py.
+// Half the tenants use the per-tenant base URL (/scim/v2/<slug>), half the key's (/scim/v2);
+// every fourth carries Entra's `aadOptscim062020` flag in its Tenant URL.
+//
+// Settings (environment): BASE_URL, SEED, RATE (requests/s, all flows together), DURATION,
+// RAMP (ramp-up before DURATION; 0s = constant rate), MIX (share of requests per flow, e.g.
+// "probe:5,provision:20,group:30,rematch:45"), BATCH (members per PATCH), P95_MS and P99_MS
+// (per-operation thresholds), DROPPED_MAX (iterations k6 may fail to start), MAX_VUS,
+// RUN_ID (makes created users unique across runs).
+
+import http from 'k6/http';
+import { check } from 'k6';
+import { SharedArray } from 'k6/data';
+import exec from 'k6/execution';
+
+import {
+  arrivalScenario,
+  envNumber,
+  envString,
+  guid,
+  opThresholds,
+  sample,
+} from './lib/common.js';
+
+const BASE_URL = envString('BASE_URL', 'http://127.0.0.1:18080');
+const SEED = envString('SEED', '../results/seed.json');
+const RATE = envNumber('RATE', 100);
+const DURATION = envString('DURATION', '60s');
+const RAMP = envString('RAMP', '0s');
+const BATCH = envNumber('BATCH', 5);
+const P95_MS = envNumber('P95_MS', 25);
+const P99_MS = envNumber('P99_MS', 50);
+const DROPPED_MAX = envNumber('DROPPED_MAX', 0);
+const MAX_VUS = envNumber('MAX_VUS', 300);
+const MIX = envString('MIX', 'probe:5,provision:20,group:30,rematch:45');
+
+const PATCH_OP = 'urn:ietf:params:scim:api:messages:2.0:PatchOp';
+const USER_SCHEMA = 'urn:ietf:params:scim:schemas:core:2.0:User';
+const ENTERPRISE = 'urn:ietf:params:scim:schemas:extension:enterprise:2.0:User';
+
+// Requests each flow makes per iteration, and the operations it tags.
+const FLOWS = {
+  probe: { requests: 1, ops: ['probe'] },
+  provision: { requests: 2, ops: ['user_match', 'user_create'] },
+  group: { requests: 2, ops: ['group_match', 'group_patch'] },
+  rematch: { requests: 1, ops: ['user_rematch'] },
+};
+
+const tenants = new SharedArray('tenants', () => JSON.parse(open(SEED)).tenants);
+
+function parseMix(raw) {
+  const shares = {};
+  for (const part of raw.split(',')) {
+    const [flow, share] = part.split(':');
+    if (!FLOWS[flow.trim()]) {
+      throw new Error(`MIX names an unknown flow "${flow}"`);
+    }
+    shares[flow.trim()] = Number(share);
+  }
+  return shares;
+}
+
+function buildOptions() {
+  const shares = parseMix(MIX);
+  const total = Object.values(shares).reduce((a, b) => a + b, 0);
+  const scenarios = {};
+  const ops = [];
+  for (const [flow, share] of Object.entries(shares)) {
+    if (share <= 0) continue;
+    const iterationsPerSecond = (RATE * share) / total / FLOWS[flow].requests;
+    scenarios[flow] = arrivalScenario(flow, iterationsPerSecond, {
+      duration: DURATION,
+      ramp: RAMP,
+      maxVus: MAX_VUS,
+    });
+    ops.push(...FLOWS[flow].ops);
+  }
+  return {
+    scenarios,
+    thresholds: {
+      http_req_failed: ['rate==0'],
+      checks: ['rate==1'],
+      dropped_iterations: [`count<=${DROPPED_MAX}`],
+      http_req_duration: [`p(99)<${P99_MS}`],
+      ...opThresholds(ops, P95_MS, P99_MS),
+    },
+    summaryTrendStats: ['avg', 'min', 'med', 'max', 'p(90)', 'p(95)', 'p(99)'],
+    discardResponseBodies: false,
+  };
+}
+
+export const options = buildOptions();
+
+export function setup() {
+  if (tenants.length === 0) {
+    throw new Error(`the seed file ${SEED} has no tenants`);
+  }
+  return { runId: envString('RUN_ID', String(Date.now())) };
+}
+
+/** A random tenant with how Entra would address it. */
+function pickTenant() {
+  const index = Math.floor(Math.random() * tenants.length);
+  const tenant = tenants[index];
+  const base = index % 2 === 0 ? `${BASE_URL}/scim/v2/${tenant.slug}` : `${BASE_URL}/scim/v2`;
+  const flag = index % 4 === 3 ? 'aadOptscim062020&' : '';
+  const headers = {
+    Authorization: `Bearer ${tenant.key}`,
+    'Content-Type': 'application/scim+json',
+  };
+  return { tenant, base, flag, headers };
+}
+
+function params(headers, op) {
+  return { headers, tags: { op, name: op } };
+}
+
+/** Entra's match query on the work email, encoded the way Entra sends it. */
+function matchUrl(t, email) {
+  const value = encodeURIComponent(email);
+  return `${t.base}/Users?${t.flag}filter=emails%5Btype+eq+%22work%22%5D.value+eq+%22${value}%22`;
+}
+
+function listCount(res) {
+  const found = /"totalResults":\s*(\d+)/.exec(res.body || '');
+  return found ? Number(found[1]) : -1;
+}
+
+export function probe() {
+  const t = pickTenant();
+  const res = http.get(matchUrl(t, guid()), params(t.headers, 'probe'));
+  check(res, {
+    'probe: 200 empty ListResponse': (r) => r.status === 200 && listCount(r) === 0,
+  });
+}
+
+/** Entra's create body for Roster's mapping (reference/entra-client.md §4.3). */
+function createBody(email, nickname) {
+  return JSON.stringify({
+    schemas: [USER_SCHEMA, ENTERPRISE],
+    externalId: nickname,
+    userName: email,
+    active: true,
+    displayName: `Load ${nickname}`,
+    title: 'Engineer',
+    preferredLanguage: 'en-US',
+    emails: [{ primary: true, type: 'work', value: email }],
+    meta: { resourceType: 'User' },
+    name: { formatted: `Load ${nickname}`, familyName: nickname, givenName: 'Load' },
+    addresses: [
+      {
+        type: 'work',
+        formatted: 'Building 1',
+        streetAddress: '1 Main Street',
+        locality: 'Springfield',
+        region: 'IL',
+        postalCode: '62701',
+        country: 'US',
+      },
+    ],
+    phoneNumbers: [
+      { type: 'work', value: '+1 555 0100' },
+      { type: 'mobile', value: '+1 555 0101' },
+    ],
+    roles: [],
+    [ENTERPRISE]: { employeeNumber: nickname, department: 'Load' },
+  });
+}
+
+export function provision(data) {
+  const t = pickTenant();
+  const nickname = `k6-${data.runId}-${exec.vu.idInTest}-${exec.vu.iterationInScenario}`;
+  const email = `${nickname}@${t.tenant.slug}.load.example`;
+
+  const match = http.get(matchUrl(t, email), params(t.headers, 'user_match'));
+  const unmatched = check(match, {
+    'user_match: 200 no match': (r) => r.status === 200 && listCount(r) === 0,
+  });
+  if (!unmatched) return;
+
+  const created = http.post(
+    `${t.base}/Users`,
+    createBody(email, nickname),
+    params(t.headers, 'user_create'),
+  );
+  check(created, {
+    'user_create: 201 with id': (r) => r.status === 201 && /"id":\s*"[0-9a-f-]{36}"/.test(r.body),
+  });
+}
+
+export function group() {
+  const t = pickTenant();
+  const target = t.tenant.groups[Math.floor(Math.random() * t.tenant.groups.length)];
+  const filter = `externalId+eq+%22${target.externalId}%22`;
+  const url = `${t.base}/Groups?${t.flag}excludedAttributes=members&filter=${filter}`;
+  const match = http.get(url, params(t.headers, 'group_match'));
+  const found = check(match, {
+    'group_match: 200 one group': (r) =>
+      r.status === 200 && listCount(r) === 1 && r.body.includes(`"id":"${target.id}"`),
+  });
+  if (!found) return;
+
+  const members = sample(t.tenant.users, BATCH).map((u) => ({ $ref: null, value: u.id }));
+  const body = JSON.stringify({
+    schemas: [PATCH_OP],
+    Operations: [{ op: 'Add', path: 'members', value: members }],
+  });
+  const patched = http.patch(`${t.base}/Groups/${target.id}`, body, params(t.headers, 'group_patch'));
+  check(patched, { 'group_patch: 204': (r) => r.status === 204 });
+}
+
+export function rematch() {
+  const t = pickTenant();
+  const user = t.tenant.users[Math.floor(Math.random() * t.tenant.users.length)];
+  const res = http.get(matchUrl(t, user.email), params(t.headers, 'user_rematch'));
+  check(res, {
+    'user_rematch: 200 the user': (r) =>
+      r.status === 200 && listCount(r) === 1 && r.body.includes(`"id":"${user.id}"`),
+  });
+}
