@@ -1,5 +1,6 @@
-//! Who may call the admin API: the permission matrix over the tenant, key and audit families,
-//! and tokens signed with public keys (PEM and JWKS).
+//! Who may call the admin API: the permission matrix over every endpoint family (tenants,
+//! keys, audit, groups, memberships, users, journal, counters), and tokens signed with public
+//! keys (PEM and JWKS).
 
 use chrono::Utc;
 use reqwest::Method;
@@ -17,6 +18,10 @@ fn reads(slug: &str) -> Vec<(Method, String)> {
         (Method::GET, format!("/admin/v1/tenants/{slug}")),
         (Method::GET, format!("/admin/v1/tenants/{slug}/keys")),
         (Method::GET, format!("/admin/v1/audit?tenant={slug}")),
+        (Method::GET, format!("/admin/v1/tenants/{slug}/groups")),
+        (Method::GET, format!("/admin/v1/tenants/{slug}/users")),
+        (Method::GET, format!("/admin/v1/tenants/{slug}/journal")),
+        (Method::GET, format!("/admin/v1/tenants/{slug}/counters")),
     ]
 }
 
@@ -45,6 +50,47 @@ fn writes(slug: &str) -> Vec<(Method, String, Option<Value>)> {
         (
             Method::POST,
             format!("/admin/v1/tenants/{slug}/keys/{}/revoke", uuid::Uuid::nil()),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/admin/v1/tenants/{slug}/groups"),
+            Some(json!({ "display_name": "Intruders" })),
+        ),
+        (
+            Method::PATCH,
+            format!("/admin/v1/tenants/{slug}/groups/{}", uuid::Uuid::nil()),
+            Some(json!({ "sync_enabled": false })),
+        ),
+        (
+            Method::POST,
+            format!(
+                "/admin/v1/tenants/{slug}/groups/{}/members",
+                uuid::Uuid::nil()
+            ),
+            Some(json!({ "user_ids": [uuid::Uuid::nil()] })),
+        ),
+        (
+            Method::PATCH,
+            format!("/admin/v1/tenants/{slug}/users/{}", uuid::Uuid::nil()),
+            Some(json!({ "display_name": "Renamed" })),
+        ),
+        (
+            Method::POST,
+            format!(
+                "/admin/v1/tenants/{slug}/users/{}/deactivate",
+                uuid::Uuid::nil()
+            ),
+            None,
+        ),
+        (
+            Method::DELETE,
+            format!("/admin/v1/tenants/{slug}/users/{}", uuid::Uuid::nil()),
+            None,
+        ),
+        (
+            Method::DELETE,
+            format!("/admin/v1/tenants/{slug}/groups/{}", uuid::Uuid::nil()),
             None,
         ),
         (
