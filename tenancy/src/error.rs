@@ -54,6 +54,18 @@ impl Error {
     }
 }
 
+impl Error {
+    /// True when Postgres refused a text value it cannot store (a NUL character, SQLSTATE
+    /// 22021 or 22P05): the caller's input, answered with `400`, never `500`.
+    pub fn is_unstorable_text(&self) -> bool {
+        matches!(
+            self,
+            Error::Database(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("22021") | Some("22P05"))
+        )
+    }
+}
+
 /// Connection failures, pool exhaustion, and SQLSTATE classes 08 (connection exception) and
 /// 57 (operator intervention: shutdown, restart, cannot connect now).
 pub fn is_unavailable(error: &sqlx::Error) -> bool {

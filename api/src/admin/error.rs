@@ -116,6 +116,9 @@ impl From<tenancy::Error> for AdminError {
             }
             E::SlugTaken(_) => AdminError::Conflict(error.to_string()),
             E::UnknownTenant(_) | E::UnknownKey(_) => AdminError::NotFound(error.to_string()),
+            _ if error.is_unstorable_text() => {
+                AdminError::BadRequest("text values may not contain NUL characters".to_owned())
+            }
             _ if error.is_unavailable() => {
                 tracing::warn!(error = %error, "database unavailable on an admin route");
                 AdminError::Unavailable("the database is unreachable; retry shortly")

@@ -136,6 +136,12 @@ impl ScimError {
 
 impl From<tenancy::Error> for ScimError {
     fn from(error: tenancy::Error) -> Self {
+        if error.is_unstorable_text() {
+            return ScimError::bad_request(
+                "invalidValue",
+                "text values may not contain NUL characters",
+            );
+        }
         if error.is_unavailable() {
             tracing::warn!(error = %error, "database unavailable on a SCIM route");
             return ScimError::Unavailable {

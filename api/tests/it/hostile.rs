@@ -425,6 +425,17 @@ async fn sql_injection_through_admin_search_parameters_changes_nothing() {
         urls.push(format!("/admin/v1/audit?limit={value}"));
         urls.push(format!("/admin/v1/tenants/{slug}/keys?cursor={value}"));
         urls.push(format!("/admin/v1/tenants/{value}"));
+        urls.push(format!("/admin/v1/tenants/{slug}/users?email={value}"));
+        urls.push(format!("/admin/v1/tenants/{slug}/users?name={value}"));
+        urls.push(format!("/admin/v1/tenants/{slug}/users?group={value}"));
+        urls.push(format!("/admin/v1/tenants/{slug}/users?cursor={value}"));
+        urls.push(format!("/admin/v1/tenants/{slug}/groups?cursor={value}"));
+        urls.push(format!(
+            "/admin/v1/tenants/{slug}/journal?operation={value}"
+        ));
+        urls.push(format!("/admin/v1/tenants/{slug}/journal?from={value}"));
+        urls.push(format!("/admin/v1/tenants/{slug}/journal?cursor={value}"));
+        urls.push(format!("/admin/v1/tenants/{slug}/counters?days={value}"));
         actor_and_action.push(format!("/admin/v1/audit?tenant={slug}&actor={value}"));
         actor_and_action.push(format!("/admin/v1/audit?tenant={slug}&action={value}"));
         actor_and_action.push(format!("/admin/v1/audit?actor={value}&action={value}"));
