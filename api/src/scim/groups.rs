@@ -13,17 +13,18 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use poem::error::{ReadBodyError, ResponseError};
+use poem::error::ResponseError;
 use poem::http::{Method, Uri};
 use poem::web::Data;
-use poem::{Body, Request, Response};
+use poem::Response;
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::auth::ScimCaller;
+use super::body::ScimBody;
 use super::error::ScimError;
-use super::filter::{self, FilterError, SqlFilter};
+use super::filter::{self, SqlFilter};
 use super::patch::{self, GroupChange, PatchError};
 use super::path::ResourceId;
 use super::query::{self, ListQuery};
@@ -50,7 +51,7 @@ pub async fn list_groups(
 ) -> Result<ScimJson, ScimError> {
     caller.context.set_operation("scim.groups.list");
     let query = query::parse(uri.query())?;
-    let filter = translate_filter(query.filter.as_deref())?;
+    let filter = query.sql_filter(&filter::GROUPS)?;
 
     let (page, members) = read_page(&state.pool, &caller, &query, filter.as_ref()).await?;
 
@@ -110,12 +111,11 @@ pub async fn patch_group(
     caller: ScimCaller,
     state: Data<&AppState>,
     ResourceId(id): ResourceId,
-    req: &Request,
-    body: Body,
+    ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     caller.context.set_operation("scim.groups.patch");
     let group_id = parse_group_id(&id)?;
-    let parsed = parse_patch(req, body).await;
+    let parsed = parse_patch(&body);
     let (changes, quirks) =
         parsed.inspect_err(|e| journal_rejection(&state, &caller, group_id, e))?;
 
@@ -152,15 +152,6 @@ pub async fn refuse_write(caller: ScimCaller, state: Data<&AppState>, method: Me
 // ---------------------------------------------------------------------------------------------
 // Parse
 
-fn translate_filter(raw: Option<&str>) -> Result<Option<SqlFilter>, ScimError> {
-    let translate = |text: &str| -> Result<SqlFilter, FilterError> {
-        filter::to_sql(&filter::parse(text)?, &filter::GROUPS, 1)
-    };
-    raw.map(translate)
-        .transpose()
-        .map_err(|e| ScimError::bad_request(e.scim_type(), e.to_string()))
-}
-
 /// A group id that is no UUID names no group.
 fn parse_group_id(id: &str) -> Result<Uuid, ScimError> {
     Uuid::parse_str(id).map_err(|_| not_found())
@@ -174,31 +165,10 @@ fn wants_members(query: &ListQuery) -> bool {
     query.projection.keeps("members")
 }
 
-async fn parse_patch(req: &Request, body: Body) -> Result<(Vec<GroupChange>, Quirks), ScimError> {
-    let body = read_json(req, body).await?;
-    let request = patch::parse(&body).map_err(patch_rejection)?;
+fn parse_patch(body: &Value) -> Result<(Vec<GroupChange>, Quirks), ScimError> {
+    let request = patch::parse(body).map_err(patch_rejection)?;
     let changes = patch::group_changes(&request).map_err(patch_rejection)?;
     Ok((changes, request.quirks))
-}
-
-/// A JSON body labelled `application/scim+json` or `application/json` (or not labelled).
-async fn read_json(req: &Request, body: Body) -> Result<Value, ScimError> {
-    let media_type = req
-        .header("content-type")
-        .map(|value| value.split(';').next().unwrap_or_default().trim());
-    let is_json = |media: &str| {
-        media.eq_ignore_ascii_case("application/scim+json")
-            || media.eq_ignore_ascii_case("application/json")
-    };
-    if media_type.is_some_and(|media| !is_json(media)) {
-        return Err(ScimError::UnsupportedMediaType);
-    }
-    let bytes = body.into_bytes().await.map_err(|e| match e {
-        ReadBodyError::PayloadTooLarge => ScimError::PayloadTooLarge,
-        _ => ScimError::bad_request("invalidSyntax", "the request body could not be read"),
-    })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|_| ScimError::bad_request("invalidSyntax", "the request body is not valid JSON"))
 }
 
 fn patch_rejection(error: PatchError) -> ScimError {

@@ -6,6 +6,7 @@
 
 use super::discovery::MAX_RESULTS;
 use super::error::ScimError;
+use super::filter::{self, AttributeMap, SqlFilter};
 
 /// Results per page when the client does not say.
 pub const DEFAULT_COUNT: i64 = 100;
@@ -59,6 +60,16 @@ pub struct ListQuery {
 }
 
 impl ListQuery {
+    /// The filter translated to SQL over `map`'s allow-list, or `None` without a filter.
+    pub fn sql_filter(&self, map: &AttributeMap) -> Result<Option<SqlFilter>, ScimError> {
+        let translate = |text: &str| filter::to_sql(&filter::parse(text)?, map, 1);
+        self.filter
+            .as_deref()
+            .map(translate)
+            .transpose()
+            .map_err(|e| ScimError::bad_request(e.scim_type(), e.to_string()))
+    }
+
     /// Rows to skip for `start_index`.
     pub fn offset(&self) -> i64 {
         self.start_index - 1

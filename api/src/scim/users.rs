@@ -9,9 +9,9 @@ use uuid::Uuid;
 use super::auth::ScimCaller;
 use super::body::ScimBody;
 use super::error::ScimError;
-use super::filter::{self, SqlFilter};
+use super::filter;
 use super::path::ResourceId;
-use super::query::{self, ListQuery};
+use super::query;
 use super::response::{no_content, ScimJson};
 use super::{patch, resources, user_request};
 use crate::directory::journal::{Entry, Outcome};
@@ -37,7 +37,7 @@ pub async fn list_users(
 ) -> Result<ScimJson, ScimError> {
     caller.context.set_operation(LIST);
     let query = query::parse(req.uri().query())?;
-    let filter = translate_filter(&query)?;
+    let filter = query.sql_filter(&filter::USERS)?;
 
     let mut tx = tenancy::scope::begin(&state.pool, &caller.tenant.schema).await?;
     let page = users::list(&mut tx, filter.as_ref(), query.offset(), query.count).await?;
@@ -175,17 +175,6 @@ fn provisioner<'a>(state: &'a AppState) -> Provisioner<'a> {
         sealer: state.sealer.as_deref(),
         url_policy: state.url_policy,
     }
-}
-
-fn translate_filter(query: &ListQuery) -> Result<Option<SqlFilter>, ScimError> {
-    let Some(raw) = query.filter.as_deref() else {
-        return Ok(None);
-    };
-    let invalid = |e: filter::FilterError| ScimError::bad_request(e.scim_type(), e.to_string());
-    let parsed = filter::parse(raw).map_err(invalid)?;
-    filter::to_sql(&parsed, &filter::USERS, 1)
-        .map(Some)
-        .map_err(invalid)
 }
 
 /// The user with this id in the caller's tenant, or a SCIM 404. Ids that are not UUIDs
