@@ -91,11 +91,8 @@ pub async fn list(
     let binds = filter.map_or(&[][..], |f| f.binds.as_slice());
     let n = binds.len();
     if limit == 0 {
-        let sql = format!("select count(*) from users where {condition}");
-        let query = bind_filter(sqlx::query_as::<_, (i64,)>(&sql), binds);
-        let (total,) = query.fetch_one(&mut *tx).await?;
         return Ok(Page {
-            total,
+            total: count(tx, filter).await?,
             users: Vec::new(),
         });
     }
