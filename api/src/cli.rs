@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::process::ExitCode;
 use std::time::Duration;
+use tenancy::scope::TenantDb;
 
 use anyhow::Context;
 use chrono::{Duration as ChronoDuration, Utc};
@@ -682,8 +683,8 @@ fn group_detail(group: &Group) -> serde_json::Value {
 async fn create_group(store: &StoreConfig, slug: &str, new: &NewGroup) -> anyhow::Result<Group> {
     let (pool, tenant) = group_tenant(store, slug).await?;
     let mut tx = tenancy::scope::begin(&pool, &tenant.schema).await?;
-    let group = groups::create(&mut tx, new).await?;
-    audit_group(&mut tx, &tenant, "group.create", &group).await?;
+    let group = groups::create(&mut tx.db(), new).await?;
+    audit_group(&mut tx.db(), &tenant, "group.create", &group).await?;
     tx.commit().await?;
     Ok(group)
 }
@@ -698,7 +699,7 @@ async fn list_groups(store: &StoreConfig, slug: &str) -> anyhow::Result<()> {
     let mut offset = 0;
     loop {
         let mut tx = tenancy::scope::begin(&pool, &tenant.schema).await?;
-        let page = groups::list_with_member_counts(&mut tx, offset, PAGE).await?;
+        let page = groups::list_with_member_counts(&mut tx.db(), offset, PAGE).await?;
         tx.commit().await?;
         for row in &page {
             let group = &row.group;
@@ -742,23 +743,24 @@ async fn update_group(
     let (pool, tenant) = group_tenant(store, slug).await?;
     let request_id = cli_request_id();
     let mut tx = tenancy::scope::begin(&pool, &tenant.schema).await?;
-    let mut group = groups::get(&mut tx, group_id)
+    let mut group = groups::get(&mut tx.db(), group_id)
         .await?
         .context("no such group in this tenant")?;
     if let Some(name) = &update.name {
-        group = groups::rename(&mut tx, group_id, name).await?;
+        group = groups::rename(&mut tx.db(), group_id, name).await?;
     }
     if let Some(external_id) = &update.external_id {
         group =
-            groups::set_external_id(&mut tx, group_id, external_id.as_deref(), &request_id).await?;
+            groups::set_external_id(&mut tx.db(), group_id, external_id.as_deref(), &request_id)
+                .await?;
     }
     if let Some(enabled) = update.sync {
-        group = groups::set_sync(&mut tx, group_id, enabled, &request_id).await?;
+        group = groups::set_sync(&mut tx.db(), group_id, enabled, &request_id).await?;
     }
     if let Some(permissions) = &update.permissions {
-        group = groups::set_permissions(&mut tx, group_id, permissions).await?;
+        group = groups::set_permissions(&mut tx.db(), group_id, permissions).await?;
     }
-    audit_group(&mut tx, &tenant, "group.update", &group).await?;
+    audit_group(&mut tx.db(), &tenant, "group.update", &group).await?;
     tx.commit().await?;
     Ok(group)
 }
@@ -766,21 +768,21 @@ async fn update_group(
 async fn delete_group(store: &StoreConfig, slug: &str, group_id: Uuid) -> anyhow::Result<Group> {
     let (pool, tenant) = group_tenant(store, slug).await?;
     let mut tx = tenancy::scope::begin(&pool, &tenant.schema).await?;
-    let group = groups::delete(&mut tx, group_id, &cli_request_id()).await?;
-    audit_group(&mut tx, &tenant, "group.delete", &group).await?;
+    let group = groups::delete(&mut tx.db(), group_id, &cli_request_id()).await?;
+    audit_group(&mut tx.db(), &tenant, "group.delete", &group).await?;
     tx.commit().await?;
     Ok(group)
 }
 
 /// Records a group change in the admin audit, in the change's own transaction.
 async fn audit_group(
-    tx: &mut sqlx::PgConnection,
+    db: &mut TenantDb<'_>,
     tenant: &Tenant,
     action: &str,
     group: &Group,
 ) -> anyhow::Result<()> {
     audit::record(
-        &mut *tx,
+        &mut *db.conn,
         AuditEvent {
             actor: &cli_actor(),
             action,

@@ -60,6 +60,12 @@ pub struct StoreConfig {
     #[arg(long, env = "ROSTER_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 2000)]
     pub db_acquire_timeout_ms: u64,
 
+    /// Prepared statements each pooled connection keeps (least recently used go first). Every
+    /// tenant has its own statements, so this bounds how many tenants stay warm per connection:
+    /// about 15 statements each.
+    #[arg(long, env = "ROSTER_DB_STATEMENT_CACHE", default_value_t = 2000)]
+    pub db_statement_cache: usize,
+
     /// Redis URL (secret: may hold a password). Empty runs single-node, with in-process key
     /// caching and rate limits.
     #[arg(
@@ -78,6 +84,7 @@ impl StoreConfig {
             url: self.database_url.expose().to_owned(),
             max_connections: self.db_max_connections,
             acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
+            statement_cache: self.db_statement_cache,
         }
     }
 }

@@ -40,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
         url: args.database_url.clone(),
         max_connections: u32::try_from(args.concurrency + 2)?,
         acquire_timeout: Duration::from_secs(30),
+        statement_cache: 100,
     })
     .await
     .context("cannot connect to Postgres")?;

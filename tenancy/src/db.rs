@@ -18,14 +18,16 @@ pub struct DbConfig {
     pub url: String,
     pub max_connections: u32,
     pub acquire_timeout: Duration,
+    /// Prepared statements kept per connection (see [`crate::scope`] for why it is large).
+    pub statement_cache: usize,
 }
 
 /// Opens the pool, creating the database first when it does not exist yet.
 ///
 /// Every connection starts with `search_path` set to the control schema, which holds no tenant
-/// tables: tenant queries must go through [`crate::scope::begin`].
+/// tables: tenant queries must go through [`crate::scope`].
 pub async fn connect(config: &DbConfig) -> Result<PgPool, sqlx::Error> {
-    let options = connect_options(&config.url)?;
+    let options = connect_options(&config.url)?.statement_cache_capacity(config.statement_cache);
     create_database_if_missing(&options).await?;
     // sqlx's own test pings before *every* acquire, adding a round trip to every request.
     // Pinging only connections that sat idle for a while keeps the hot path at one trip per

@@ -49,9 +49,8 @@ impl CountersApi {
         let since = Utc::now() - Duration::days(i64::from(days));
         let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
 
-        let mut tx = tenancy::scope::begin(&state.pool, &tenant.schema).await?;
-        let counted = journal::counters(&mut tx, since).await?;
-        tx.commit().await?;
+        let mut conn = tenancy::scope::read(&state.pool, &tenant.schema).await?;
+        let counted = journal::counters(&mut conn.db(), since).await?;
 
         Ok(Json(Counters::new(days, since, counted)))
     }

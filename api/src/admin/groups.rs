@@ -18,8 +18,8 @@ use poem_openapi::payload::Json;
 use poem_openapi::types::{Example, MaybeUndefined};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde_json::{json, Map, Value};
-use sqlx::PgConnection;
 use tenancy::audit::{record, AuditEvent};
+use tenancy::scope::TenantDb;
 use tenancy::{tenants, Tenant};
 use uuid::Uuid;
 
@@ -61,7 +61,7 @@ impl GroupsApi {
         let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
 
         let mut tx = tenancy::scope::begin(&state.pool, &tenant.schema).await?;
-        let group = groups::create(&mut tx, &new_group)
+        let group = groups::create(&mut tx.db(), &new_group)
             .await
             .map_err(group_error)?;
         let detail = json!({
@@ -70,7 +70,15 @@ impl GroupsApi {
             "sync_enabled": group.sync_enabled,
             "permissions": group.permissions,
         });
-        audit(&mut tx, &admin, "group.create", &tenant, group.id, detail).await?;
+        audit(
+            &mut tx.db(),
+            &admin,
+            "group.create",
+            &tenant,
+            group.id,
+            detail,
+        )
+        .await?;
         tx.commit().await?;
 
         let counted = Counted {
@@ -111,9 +119,9 @@ impl GroupsApi {
         let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
 
         let limit = page::limit(limit.0);
-        let mut tx = tenancy::scope::begin(&state.pool, &tenant.schema).await?;
-        let rows = groups::list_counted(&mut tx, after.as_ref(), page::fetch_size(limit)).await?;
-        tx.commit().await?;
+        let mut conn = tenancy::scope::read(&state.pool, &tenant.schema).await?;
+        let rows =
+            groups::list_counted(&mut conn.db(), after.as_ref(), page::fetch_size(limit)).await?;
         let (rows, next_cursor) = page::finish(rows, limit, |row| {
             encode_cursor(&ListCursor::of(&row.group))
         });
@@ -147,9 +155,8 @@ impl GroupsApi {
         admin.authorize(Access::Read, &slug)?;
 
         let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
-        let mut tx = tenancy::scope::begin(&state.pool, &tenant.schema).await?;
-        let group = require_counted(&mut tx, group_id.0).await?;
-        tx.commit().await?;
+        let mut conn = tenancy::scope::read(&state.pool, &tenant.schema).await?;
+        let group = require_counted(&mut conn.db(), group_id.0).await?;
 
         Ok(Json(GroupView::new(&group, &tenant, Utc::now())))
     }
@@ -181,13 +188,13 @@ impl GroupsApi {
         let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
 
         let mut tx = tenancy::scope::begin(&state.pool, &tenant.schema).await?;
-        require_counted(&mut tx, group_id.0).await?;
-        apply_update(&mut tx, group_id.0, &update, admin.request_id())
+        require_counted(&mut tx.db(), group_id.0).await?;
+        apply_update(&mut tx.db(), group_id.0, &update, admin.request_id())
             .await
             .map_err(group_error)?;
-        let group = require_counted(&mut tx, group_id.0).await?;
+        let group = require_counted(&mut tx.db(), group_id.0).await?;
         audit(
-            &mut tx,
+            &mut tx.db(),
             &admin,
             "group.update",
             &tenant,
@@ -222,11 +229,19 @@ impl GroupsApi {
         let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
 
         let mut tx = tenancy::scope::begin(&state.pool, &tenant.schema).await?;
-        let group = groups::delete(&mut tx, group_id.0, admin.request_id())
+        let group = groups::delete(&mut tx.db(), group_id.0, admin.request_id())
             .await
             .map_err(group_error)?;
         let detail = json!({ "display_name": group.display_name, "synced": group.is_synced() });
-        audit(&mut tx, &admin, "group.delete", &tenant, group.id, detail).await?;
+        audit(
+            &mut tx.db(),
+            &admin,
+            "group.delete",
+            &tenant,
+            group.id,
+            detail,
+        )
+        .await?;
         tx.commit().await?;
 
         Ok(DeletedGroup::Deleted)
@@ -235,7 +250,7 @@ impl GroupsApi {
 
 /// Records an audited change to the group `group_id` inside the caller's transaction.
 pub(super) async fn audit(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     admin: &Admin,
     action: &str,
     tenant: &Tenant,
@@ -246,16 +261,16 @@ pub(super) async fn audit(
         target: Some(format!("group:{group_id}")),
         ..event(admin, action, tenant, detail)
     };
-    record(&mut *tx, audited).await?;
+    record(&mut *db.conn, audited).await?;
     Ok(())
 }
 
 /// The group with its member count, or 404.
 pub(super) async fn require_counted(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     group_id: Uuid,
 ) -> Result<Counted, AdminError> {
-    groups::get_counted(tx, group_id)
+    groups::get_counted(db, group_id)
         .await?
         .ok_or_else(|| no_group(group_id))
 }
@@ -281,22 +296,22 @@ pub(super) fn group_error(error: GroupError) -> AdminError {
 
 /// Applies the fields of `update` that are present, in a fixed order.
 async fn apply_update(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     group_id: Uuid,
     update: &ValidUpdate,
     request_id: &str,
 ) -> Result<(), GroupError> {
     if let Some(name) = &update.display_name {
-        groups::rename(tx, group_id, name).await?;
+        groups::rename(db, group_id, name).await?;
     }
     if let Some(external_id) = &update.external_id {
-        groups::set_external_id(tx, group_id, external_id.as_deref(), request_id).await?;
+        groups::set_external_id(db, group_id, external_id.as_deref(), request_id).await?;
     }
     if let Some(enabled) = update.sync_enabled {
-        groups::set_sync(tx, group_id, enabled, request_id).await?;
+        groups::set_sync(db, group_id, enabled, request_id).await?;
     }
     if let Some(permissions) = &update.permissions {
-        groups::set_permissions(tx, group_id, permissions).await?;
+        groups::set_permissions(db, group_id, permissions).await?;
     }
     Ok(())
 }

@@ -79,9 +79,8 @@ impl JournalApi {
         let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
 
         let limit = page::limit(limit.0);
-        let mut tx = tenancy::scope::begin(&state.pool, &tenant.schema).await?;
-        let rows = journal::list(&mut tx, &filter, page::fetch_size(limit)).await?;
-        tx.commit().await?;
+        let mut conn = tenancy::scope::read(&state.pool, &tenant.schema).await?;
+        let rows = journal::list(&mut conn.db(), &filter, page::fetch_size(limit)).await?;
         let (rows, next_cursor) = page::finish(rows, limit, |entry| entry.id.to_string());
 
         Ok(Json(JournalPage {

@@ -58,10 +58,10 @@ impl MembershipsApi {
         let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
 
         let limit = page::limit(limit.0);
-        let mut tx = tenancy::scope::begin(&state.pool, &tenant.schema).await?;
-        require_counted(&mut tx, group_id.0).await?;
-        let rows = groups::members(&mut tx, group_id.0, after, page::fetch_size(limit)).await?;
-        tx.commit().await?;
+        let mut conn = tenancy::scope::read(&state.pool, &tenant.schema).await?;
+        require_counted(&mut conn.db(), group_id.0).await?;
+        let rows =
+            groups::members(&mut conn.db(), group_id.0, after, page::fetch_size(limit)).await?;
         let (rows, next_cursor) = page::finish(rows, limit, |member| member.user_id.to_string());
 
         Ok(Json(MemberPage {
@@ -96,12 +96,12 @@ impl MembershipsApi {
 
         let mut tx = tenancy::scope::begin(&state.pool, &tenant.schema).await?;
         let added =
-            groups::add_platform_members(&mut tx, group_id.0, &user_ids, admin.request_id())
+            groups::add_platform_members(&mut tx.db(), group_id.0, &user_ids, admin.request_id())
                 .await
                 .map_err(group_error)?;
         let detail = json!({ "user_ids": user_ids, "added": added.len() });
         audit(
-            &mut tx,
+            &mut tx.db(),
             &admin,
             "group.members.add",
             &tenant,
@@ -137,10 +137,14 @@ impl MembershipsApi {
         let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
 
         let mut tx = tenancy::scope::begin(&state.pool, &tenant.schema).await?;
-        let removed =
-            groups::remove_platform_members(&mut tx, group_id.0, &[user_id.0], admin.request_id())
-                .await
-                .map_err(group_error)?;
+        let removed = groups::remove_platform_members(
+            &mut tx.db(),
+            group_id.0,
+            &[user_id.0],
+            admin.request_id(),
+        )
+        .await
+        .map_err(group_error)?;
         if removed.is_empty() {
             return Err(
                 AdminError::NotFound("the user is not a member of this group".to_owned()).into(),
@@ -148,7 +152,7 @@ impl MembershipsApi {
         }
         let detail = json!({ "user_id": user_id.0 });
         audit(
-            &mut tx,
+            &mut tx.db(),
             &admin,
             "group.members.remove",
             &tenant,

@@ -8,6 +8,7 @@
 //! Search terms are personal data: they are bound as SQL parameters and never logged.
 
 use std::time::Instant;
+use tenancy::scope::TenantDb;
 
 use chrono::{DateTime, Utc};
 use poem::web::Data;
@@ -87,9 +88,8 @@ impl UsersApi {
         let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
 
         let limit = page::limit(limit.0);
-        let mut tx = tenancy::scope::begin(&state.pool, &tenant.schema).await?;
-        let rows = users::search(&mut tx, &search, page::fetch_size(limit)).await?;
-        tx.commit().await?;
+        let mut conn = tenancy::scope::read(&state.pool, &tenant.schema).await?;
+        let rows = users::search(&mut conn.db(), &search, page::fetch_size(limit)).await?;
         let (rows, next_cursor) = page::finish(rows, limit, encode_cursor);
 
         Ok(Json(UserPage {
@@ -119,18 +119,17 @@ impl UsersApi {
         admin.authorize(Access::Read, &slug)?;
 
         let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
-        let mut tx = tenancy::scope::begin(&state.pool, &tenant.schema).await?;
-        let user = users::get(&mut tx, user_id.0)
+        let mut conn = tenancy::scope::read(&state.pool, &tenant.schema).await?;
+        let user = users::get(&mut conn.db(), user_id.0)
             .await?
             .ok_or_else(|| no_user(user_id.0))?;
-        let memberships = groups::memberships_of(&mut tx, user.id).await?;
-        let permissions = groups::effective_permissions(&mut tx, user.id).await?;
+        let memberships = groups::memberships_of(&mut conn.db(), user.id).await?;
+        let permissions = groups::effective_permissions(&mut conn.db(), user.id).await?;
         let filter = Filter {
             user_id: Some(user.id),
             ..Filter::default()
         };
-        let recent = journal::list(&mut tx, &filter, RECENT_ENTRIES).await?;
-        tx.commit().await?;
+        let recent = journal::list(&mut conn.db(), &filter, RECENT_ENTRIES).await?;
 
         Ok(Json(UserDetail {
             user: UserView::from(&user),
@@ -180,12 +179,21 @@ impl UsersApi {
         let trace = in_fusionauth(&state, &tenant, &user, Action::Update(&update)).await?;
 
         let mut tx = tenancy::scope::begin(&state.pool, &tenant.schema).await?;
-        let updated = users::update_profile(&mut tx, user.id, &change, admin.request_id(), trace)
-            .await
-            .map_err(directory_error)?
-            .ok_or_else(|| no_user(user.id))?;
+        let updated =
+            users::update_profile(&mut tx.db(), user.id, &change, admin.request_id(), trace)
+                .await
+                .map_err(directory_error)?
+                .ok_or_else(|| no_user(user.id))?;
         let detail = json!({ "fields": change.fields() });
-        audit(&mut tx, &admin, "user.update", &tenant, user.id, detail).await?;
+        audit(
+            &mut tx.db(),
+            &admin,
+            "user.update",
+            &tenant,
+            user.id,
+            detail,
+        )
+        .await?;
         tx.commit().await?;
 
         Ok(Json(UserView::from(&updated)))
@@ -258,12 +266,20 @@ impl UsersApi {
         let trace = in_fusionauth(&state, &tenant, &user, Action::Delete).await?;
 
         let mut tx = tenancy::scope::begin(&state.pool, &tenant.schema).await?;
-        users::delete(&mut tx, user.id, admin.request_id(), trace)
+        users::delete(&mut tx.db(), user.id, admin.request_id(), trace)
             .await?
             .ok_or_else(|| no_user(user.id))?;
         let detail =
             json!({ "source": user.source, "fusionauth_user_id": user.fusionauth_user_id });
-        audit(&mut tx, &admin, "user.delete", &tenant, user.id, detail).await?;
+        audit(
+            &mut tx.db(),
+            &admin,
+            "user.delete",
+            &tenant,
+            user.id,
+            detail,
+        )
+        .await?;
         tx.commit().await?;
 
         Ok(DeletedUser::Deleted)
@@ -291,7 +307,7 @@ impl UsersApi {
         let trace = in_fusionauth(state, &tenant, &user, action).await?;
 
         let mut tx = tenancy::scope::begin(&state.pool, &tenant.schema).await?;
-        let changed = users::set_active(&mut tx, user.id, active, admin.request_id(), trace)
+        let changed = users::set_active(&mut tx.db(), user.id, active, admin.request_id(), trace)
             .await?
             .ok_or_else(|| no_user(user.id))?;
         let verb = if active {
@@ -300,7 +316,7 @@ impl UsersApi {
             "user.deactivate"
         };
         let detail = json!({ "was_active": user.active });
-        audit(&mut tx, admin, verb, &tenant, user.id, detail).await?;
+        audit(&mut tx.db(), admin, verb, &tenant, user.id, detail).await?;
         tx.commit().await?;
 
         Ok(Json(UserView::from(&changed)))
@@ -308,9 +324,8 @@ impl UsersApi {
 }
 
 async fn load_user(state: &AppState, tenant: &Tenant, id: Uuid) -> Result<User, AdminError> {
-    let mut tx = tenancy::scope::begin(&state.pool, &tenant.schema).await?;
-    let user = users::get(&mut tx, id).await?;
-    tx.commit().await?;
+    let mut conn = tenancy::scope::read(&state.pool, &tenant.schema).await?;
+    let user = users::get(&mut conn.db(), id).await?;
     user.ok_or_else(|| no_user(id))
 }
 
@@ -329,9 +344,8 @@ async fn ensure_email_free(
     let Some(email) = &change.work_email else {
         return Ok(());
     };
-    let mut tx = tenancy::scope::begin(&state.pool, &tenant.schema).await?;
-    let taken = users::email_taken_by_other(&mut tx, email, id).await?;
-    tx.commit().await?;
+    let mut conn = tenancy::scope::read(&state.pool, &tenant.schema).await?;
+    let taken = users::email_taken_by_other(&mut conn.db(), email, id).await?;
     if taken {
         return Err(email_taken());
     }
@@ -350,7 +364,7 @@ fn directory_error(error: DirectoryError) -> AdminError {
 }
 
 async fn audit(
-    tx: &mut sqlx::PgConnection,
+    db: &mut TenantDb<'_>,
     admin: &Admin,
     action: &str,
     tenant: &Tenant,
@@ -361,7 +375,7 @@ async fn audit(
         target: Some(format!("user:{user_id}")),
         ..event(admin, action, tenant, detail)
     };
-    record(&mut *tx, audited).await?;
+    record(&mut *db.conn, audited).await?;
     Ok(())
 }
 

@@ -19,7 +19,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use tenancy::scope::TenantDb;
 use uuid::Uuid;
 
 use super::journal::{self, Entry, Outcome};
@@ -180,27 +180,31 @@ fn unknown_members_detail(ids: &[String]) -> String {
 // ---------------------------------------------------------------------------------------------
 // Reads
 
-pub async fn get(tx: &mut PgConnection, id: Uuid) -> Result<Option<Group>, sqlx::Error> {
-    sqlx::query_as(&format!("select {COLUMNS} from groups where id = $1"))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
+pub async fn get(db: &mut TenantDb<'_>, id: Uuid) -> Result<Option<Group>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from {s}.groups where id = $1",
+        s = db.schema
+    ))
+    .bind(id)
+    .fetch_optional(&mut *db.conn)
+    .await
 }
 
 /// The group with this id if it is synced (what SCIM may see).
-pub async fn get_synced(tx: &mut PgConnection, id: Uuid) -> Result<Option<Group>, sqlx::Error> {
+pub async fn get_synced(db: &mut TenantDb<'_>, id: Uuid) -> Result<Option<Group>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "select {COLUMNS} from groups where id = $1 and {SYNCED}"
+        "select {COLUMNS} from {s}.groups where id = $1 and {SYNCED}",
+        s = db.schema
     ))
     .bind(id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut *db.conn)
     .await
 }
 
 /// Synced groups matching `filter` (over the unaliased `groups` table, placeholders from `$1`),
 /// oldest first, `limit` from `offset`. One round trip: the total rides along as a window count.
 pub async fn list_synced(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     filter: Option<&SqlFilter>,
     offset: i64,
     limit: i64,
@@ -208,26 +212,27 @@ pub async fn list_synced(
     let condition = filter.map_or("true", |f| f.sql.as_str());
     let binds = filter.map_or(&[][..], |f| f.binds.as_slice());
     if limit == 0 {
-        let total = count_synced(tx, filter).await?;
+        let total = count_synced(db, filter).await?;
         return Ok(Page {
             total,
             groups: Vec::new(),
         });
     }
     let sql = format!(
-        "select {COLUMNS}, count(*) over () as total from groups \
+        "select {COLUMNS}, count(*) over () as total from {s}.groups \
          where {SYNCED} and {condition} order by created_at, id offset ${} limit ${}",
         binds.len() + 1,
-        binds.len() + 2
+        binds.len() + 2,
+        s = db.schema
     );
     let rows: Vec<WithTotal> = bind_filter(sqlx::query_as(&sql), binds)
         .bind(offset)
         .bind(limit)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *db.conn)
         .await?;
     let total = match rows.first() {
         Some(row) => row.total,
-        None if offset > 0 => count_synced(tx, filter).await?,
+        None if offset > 0 => count_synced(db, filter).await?,
         None => 0,
     };
     Ok(Page {
@@ -237,32 +242,36 @@ pub async fn list_synced(
 }
 
 async fn count_synced(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     filter: Option<&SqlFilter>,
 ) -> Result<i64, sqlx::Error> {
     let condition = filter.map_or("true", |f| f.sql.as_str());
     let binds = filter.map_or(&[][..], |f| f.binds.as_slice());
-    let sql = format!("select count(*) from groups where {SYNCED} and {condition}");
+    let sql = format!(
+        "select count(*) from {s}.groups where {SYNCED} and {condition}",
+        s = db.schema
+    );
     let (total,) = bind_filter(sqlx::query_as::<_, (i64,)>(&sql), binds)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut *db.conn)
         .await?;
     Ok(total)
 }
 
 /// Every group with its member count, Basic User first, then by name; `limit` from `offset`.
 pub async fn list_with_member_counts(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     offset: i64,
     limit: i64,
 ) -> Result<Vec<Counted>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "select {COLUMNS}, (select count(*) from memberships m where m.group_id = groups.id) \
+        "select {COLUMNS}, (select count(*) from {s}.memberships m where m.group_id = groups.id) \
            as member_count \
-         from groups order by is_basic_user desc, lower(display_name), id offset $1 limit $2"
+         from {s}.groups order by is_basic_user desc, lower(display_name), id offset $1 limit $2",
+        s = db.schema
     ))
     .bind(offset)
     .bind(limit)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *db.conn)
     .await
 }
 
@@ -289,35 +298,37 @@ impl ListCursor {
 /// `limit`. Keyset-paged, so groups created while a client pages are neither skipped nor
 /// repeated.
 pub async fn list_counted(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     after: Option<&ListCursor>,
     limit: i64,
 ) -> Result<Vec<Counted>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "select {COLUMNS}, (select count(*) from memberships m where m.group_id = groups.id) \
+        "select {COLUMNS}, (select count(*) from {s}.memberships m where m.group_id = groups.id) \
            as member_count \
-         from groups \
+         from {s}.groups \
          where $1::boolean is null \
             or (not is_basic_user, lower(display_name), id) > (not $1, $2::text, $3::uuid) \
-         order by not is_basic_user, lower(display_name), id limit $4"
+         order by not is_basic_user, lower(display_name), id limit $4",
+        s = db.schema
     ))
     .bind(after.map(|c| c.is_basic_user))
     .bind(after.map(|c| c.name.as_str()))
     .bind(after.map(|c| c.id))
     .bind(limit)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *db.conn)
     .await
 }
 
 /// The group with this id and its member count.
-pub async fn get_counted(tx: &mut PgConnection, id: Uuid) -> Result<Option<Counted>, sqlx::Error> {
+pub async fn get_counted(db: &mut TenantDb<'_>, id: Uuid) -> Result<Option<Counted>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "select {COLUMNS}, (select count(*) from memberships m where m.group_id = groups.id) \
+        "select {COLUMNS}, (select count(*) from {s}.memberships m where m.group_id = groups.id) \
            as member_count \
-         from groups where id = $1"
+         from {s}.groups where id = $1",
+        s = db.schema
     ))
     .bind(id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut *db.conn)
     .await
 }
 
@@ -335,51 +346,56 @@ pub struct UserMembership {
 
 /// Every group the user belongs to, Basic User first, then by name.
 pub async fn memberships_of(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     user_id: Uuid,
 ) -> Result<Vec<UserMembership>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(&format!(
         "select g.id as group_id, g.display_name, \
            (g.sync_enabled and g.external_id is not null) as synced, g.is_basic_user, m.source \
-         from memberships m join groups g on g.id = m.group_id where m.user_id = $1 \
+         from {s}.memberships m join {s}.groups g on g.id = m.group_id where m.user_id = $1 \
          order by not g.is_basic_user, lower(g.display_name), g.id",
-    )
+        s = db.schema
+    ))
     .bind(user_id)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *db.conn)
     .await
 }
 
-pub async fn member_count(tx: &mut PgConnection, group_id: Uuid) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("select count(*) from memberships where group_id = $1")
-        .bind(group_id)
-        .fetch_one(&mut *tx)
-        .await
+pub async fn member_count(db: &mut TenantDb<'_>, group_id: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(&format!(
+        "select count(*) from {s}.memberships where group_id = $1",
+        s = db.schema
+    ))
+    .bind(group_id)
+    .fetch_one(&mut *db.conn)
+    .await
 }
 
 /// Members of a group by user id, after `after` (exclusive), at most `limit` (capped at
 /// [`MEMBER_PAGE_LIMIT`]).
 pub async fn members(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     group_id: Uuid,
     after: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Member>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(&format!(
         "select m.user_id, coalesce(u.display_name, u.user_name) as display \
-         from memberships m join users u on u.id = m.user_id \
+         from {s}.memberships m join {s}.users u on u.id = m.user_id \
          where m.group_id = $1 and ($2::uuid is null or m.user_id > $2) \
          order by m.user_id limit $3",
-    )
+        s = db.schema
+    ))
     .bind(group_id)
     .bind(after)
     .bind(limit.clamp(0, MEMBER_PAGE_LIMIT))
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *db.conn)
     .await
 }
 
 /// The first [`MEMBER_PAGE_LIMIT`] members (by user id) of each group, in one round trip.
 pub async fn first_members(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     group_ids: &[Uuid],
 ) -> Result<HashMap<Uuid, Vec<Member>>, sqlx::Error> {
     #[derive(sqlx::FromRow)]
@@ -388,16 +404,17 @@ pub async fn first_members(
         #[sqlx(flatten)]
         member: Member,
     }
-    let rows: Vec<Row> = sqlx::query_as(
+    let rows: Vec<Row> = sqlx::query_as(&format!(
         "select g.id as group_id, f.user_id, f.display \
          from unnest($1::uuid[]) as g(id) cross join lateral ( \
            select m.user_id, coalesce(u.display_name, u.user_name) as display \
-           from memberships m join users u on u.id = m.user_id \
+           from {s}.memberships m join {s}.users u on u.id = m.user_id \
            where m.group_id = g.id order by m.user_id limit $2) f",
-    )
+        s = db.schema
+    ))
     .bind(group_ids)
     .bind(MEMBER_PAGE_LIMIT)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *db.conn)
     .await?;
     let mut members: HashMap<Uuid, Vec<Member>> = HashMap::new();
     for row in rows {
@@ -408,16 +425,17 @@ pub async fn first_members(
 
 /// The union of the permissions of the user's groups, Basic User included.
 pub async fn effective_permissions(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     user_id: Uuid,
 ) -> Result<BTreeSet<String>, sqlx::Error> {
-    let permissions: Vec<String> = sqlx::query_scalar(
-        "select distinct p from memberships m join groups g on g.id = m.group_id \
+    let permissions: Vec<String> = sqlx::query_scalar(&format!(
+        "select distinct p from {s}.memberships m join {s}.groups g on g.id = m.group_id \
            cross join unnest(g.permissions) as p \
          where m.user_id = $1",
-    )
+        s = db.schema
+    ))
     .bind(user_id)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *db.conn)
     .await?;
     Ok(permissions.into_iter().collect())
 }
@@ -432,12 +450,12 @@ pub async fn effective_permissions(
 /// per membership changed and per ignored attribute. Must run in one transaction with the
 /// caller's own journal entry; on [`GroupError::is_transient`] the caller runs it again.
 pub async fn apply_member_changes(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     group_id: Uuid,
     changes: &[GroupChange],
     request_id: &str,
 ) -> Result<AppliedChanges, GroupError> {
-    lock_synced_group(tx, group_id).await?;
+    lock_synced_group(db, group_id).await?;
 
     let (named, not_uuids) = named_members(changes);
     let removes_unnamed = changes.iter().any(|change| {
@@ -448,35 +466,36 @@ pub async fn apply_member_changes(
     });
     let mut to_lock = named.clone();
     if removes_unnamed {
-        to_lock.extend(current_member_ids(tx, group_id).await?);
+        to_lock.extend(current_member_ids(db, group_id).await?);
     }
     let mut unknown = not_uuids;
-    unknown.extend(lock_existing(tx, &to_lock, &named).await?);
+    unknown.extend(lock_existing(db, &to_lock, &named).await?);
     if !unknown.is_empty() {
         return Err(GroupError::UnknownMembers { ids: unknown });
     }
 
     let mut applied = AppliedChanges::default();
     for change in changes {
-        apply_one(tx, group_id, change, &mut applied).await?;
+        apply_one(db, group_id, change, &mut applied).await?;
     }
     applied.unchanged = unchanged_count(changes, &applied);
 
     let mut touched = named;
     touched.extend(&applied.removed);
-    applied.safety_net = safety_net::restore(tx, &touched, request_id).await?;
-    stamp_synced(tx, group_id).await?;
-    journal::record(tx, &change_entries(group_id, &applied, request_id)).await?;
+    applied.safety_net = safety_net::restore(db, &touched, request_id).await?;
+    stamp_synced(db, group_id).await?;
+    journal::record(db, &change_entries(group_id, &applied, request_id)).await?;
     Ok(applied)
 }
 
 /// Locks a synced group's row, or says it is not there.
-async fn lock_synced_group(tx: &mut PgConnection, group_id: Uuid) -> Result<(), GroupError> {
+async fn lock_synced_group(db: &mut TenantDb<'_>, group_id: Uuid) -> Result<(), GroupError> {
     let found: Option<Uuid> = sqlx::query_scalar(&format!(
-        "select id from groups where id = $1 and {SYNCED} for no key update"
+        "select id from {s}.groups where id = $1 and {SYNCED} for no key update",
+        s = db.schema
     ))
     .bind(group_id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut *db.conn)
     .await?;
     found.map(|_| ()).ok_or(GroupError::NotFound)
 }
@@ -511,22 +530,25 @@ fn parse_ids(ids: &[String]) -> Vec<Uuid> {
 }
 
 async fn current_member_ids(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     group_id: Uuid,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar("select user_id from memberships where group_id = $1")
-        .bind(group_id)
-        .fetch_all(&mut *tx)
-        .await
+    sqlx::query_scalar(&format!(
+        "select user_id from {s}.memberships where group_id = $1",
+        s = db.schema
+    ))
+    .bind(group_id)
+    .fetch_all(&mut *db.conn)
+    .await
 }
 
 /// Locks the users of `to_lock`; returns the ids of `required` that are not users.
 async fn lock_existing(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     to_lock: &[Uuid],
     required: &[Uuid],
 ) -> Result<Vec<String>, sqlx::Error> {
-    let existing: HashSet<Uuid> = safety_net::lock_users(tx, to_lock)
+    let existing: HashSet<Uuid> = safety_net::lock_users(db, to_lock)
         .await?
         .into_iter()
         .collect();
@@ -538,30 +560,30 @@ async fn lock_existing(
 }
 
 async fn apply_one(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     group_id: Uuid,
     change: &GroupChange,
     applied: &mut AppliedChanges,
 ) -> Result<(), sqlx::Error> {
     match change {
         GroupChange::AddMembers(ids) => {
-            let added = insert_members(tx, group_id, &parse_ids(ids), "scim").await?;
+            let added = insert_members(db, group_id, &parse_ids(ids), "scim").await?;
             note_added(applied, added);
         }
         // Only the listed members go, whatever the dialect (see `patch::group_changes`).
         GroupChange::RemoveMembers(ids) => {
-            let removed = delete_members(tx, group_id, &parse_ids(ids)).await?;
+            let removed = delete_members(db, group_id, &parse_ids(ids)).await?;
             note_removed(applied, removed);
         }
         GroupChange::RemoveAllMembers => {
-            let removed = delete_all_members(tx, group_id).await?;
+            let removed = delete_all_members(db, group_id).await?;
             note_removed(applied, removed);
         }
         GroupChange::ReplaceMembers(ids) => {
             let ids = parse_ids(ids);
-            let removed = delete_members_except(tx, group_id, &ids).await?;
+            let removed = delete_members_except(db, group_id, &ids).await?;
             note_removed(applied, removed);
-            let added = insert_members(tx, group_id, &ids, "scim").await?;
+            let added = insert_members(db, group_id, &ids, "scim").await?;
             note_added(applied, added);
         }
         GroupChange::Ignored { attribute } => applied.ignored.push(attribute.clone()),
@@ -608,66 +630,75 @@ fn unchanged_count(changes: &[GroupChange], applied: &AppliedChanges) -> usize {
 }
 
 async fn insert_members(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     group_id: Uuid,
     user_ids: &[Uuid],
     source: &str,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "insert into memberships (group_id, user_id, source) \
+    sqlx::query_scalar(&format!(
+        "insert into {s}.memberships (group_id, user_id, source) \
          select $1, u, $3 from unnest($2::uuid[]) as u \
          on conflict do nothing returning user_id",
-    )
+        s = db.schema
+    ))
     .bind(group_id)
     .bind(user_ids)
     .bind(source)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *db.conn)
     .await
 }
 
 async fn delete_members(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     group_id: Uuid,
     user_ids: &[Uuid],
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "delete from memberships where group_id = $1 and user_id = any($2) returning user_id",
-    )
+    sqlx::query_scalar(&format!(
+        "delete from {s}.memberships where group_id = $1 and user_id = any($2) returning user_id",
+        s = db.schema
+    ))
     .bind(group_id)
     .bind(user_ids)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *db.conn)
     .await
 }
 
 async fn delete_all_members(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     group_id: Uuid,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar("delete from memberships where group_id = $1 returning user_id")
-        .bind(group_id)
-        .fetch_all(&mut *tx)
-        .await
-}
-
-async fn delete_members_except(
-    tx: &mut PgConnection,
-    group_id: Uuid,
-    keep: &[Uuid],
-) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "delete from memberships where group_id = $1 and user_id <> all($2) returning user_id",
-    )
+    sqlx::query_scalar(&format!(
+        "delete from {s}.memberships where group_id = $1 returning user_id",
+        s = db.schema
+    ))
     .bind(group_id)
-    .bind(keep)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *db.conn)
     .await
 }
 
-async fn stamp_synced(tx: &mut PgConnection, group_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("update groups set last_synced_at = now() where id = $1")
-        .bind(group_id)
-        .execute(&mut *tx)
-        .await?;
+async fn delete_members_except(
+    db: &mut TenantDb<'_>,
+    group_id: Uuid,
+    keep: &[Uuid],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(&format!(
+        "delete from {s}.memberships where group_id = $1 and user_id <> all($2) returning user_id",
+        s = db.schema
+    ))
+    .bind(group_id)
+    .bind(keep)
+    .fetch_all(&mut *db.conn)
+    .await
+}
+
+async fn stamp_synced(db: &mut TenantDb<'_>, group_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "update {s}.groups set last_synced_at = now() where id = $1",
+        s = db.schema
+    ))
+    .bind(group_id)
+    .execute(&mut *db.conn)
+    .await?;
     Ok(())
 }
 
@@ -701,36 +732,38 @@ fn change_entries(group_id: Uuid, applied: &AppliedChanges, request_id: &str) ->
 // Platform changes (CLI now, admin API later)
 
 /// Creates a group. A new group has no members, so the safety net has nothing to do.
-pub async fn create(tx: &mut PgConnection, group: &NewGroup) -> Result<Group, GroupError> {
+pub async fn create(db: &mut TenantDb<'_>, group: &NewGroup) -> Result<Group, GroupError> {
     let display_name = valid_name(&group.display_name)?;
     let external_id = group.external_id.as_deref().map(valid_external_id);
     let created = sqlx::query_as(&format!(
-        "insert into groups (id, display_name, external_id, sync_enabled, permissions) \
-         values ($1, $2, $3, $4, $5) returning {COLUMNS}"
+        "insert into {s}.groups (id, display_name, external_id, sync_enabled, permissions) \
+         values ($1, $2, $3, $4, $5) returning {COLUMNS}",
+        s = db.schema
     ))
     .bind(Uuid::now_v7())
     .bind(display_name)
     .bind(external_id.transpose()?)
     .bind(group.sync_enabled)
     .bind(group.permissions.iter().collect::<Vec<_>>())
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *db.conn)
     .await;
     created.map_err(taken_or_database)
 }
 
 pub async fn rename(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     group_id: Uuid,
     display_name: &str,
 ) -> Result<Group, GroupError> {
     let display_name = valid_name(display_name)?;
     let renamed: Option<Group> = sqlx::query_as(&format!(
-        "update groups set display_name = $2, updated_at = now() where id = $1 \
-         returning {COLUMNS}"
+        "update {s}.groups set display_name = $2, updated_at = now() where id = $1 \
+         returning {COLUMNS}",
+        s = db.schema
     ))
     .bind(group_id)
     .bind(display_name)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut *db.conn)
     .await?;
     renamed.ok_or(GroupError::NotFound)
 }
@@ -738,66 +771,69 @@ pub async fn rename(
 /// Sets or clears the External Group ID. When that makes the group start or stop being
 /// synced, the safety net is restored for all its members.
 pub async fn set_external_id(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     group_id: Uuid,
     external_id: Option<&str>,
     request_id: &str,
 ) -> Result<Group, GroupError> {
     let external_id = external_id.map(valid_external_id).transpose()?;
-    let before = lock_group(tx, group_id).await?;
+    let before = lock_group(db, group_id).await?;
     if before.is_basic_user && external_id.is_some() {
         return Err(GroupError::Refused("the Basic User group cannot be synced"));
     }
     let updated = sqlx::query_as(&format!(
-        "update groups set external_id = $2, updated_at = now() where id = $1 \
-         returning {COLUMNS}"
+        "update {s}.groups set external_id = $2, updated_at = now() where id = $1 \
+         returning {COLUMNS}",
+        s = db.schema
     ))
     .bind(group_id)
     .bind(external_id)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *db.conn)
     .await
     .map_err(taken_or_database)?;
-    restore_if_sync_changed(tx, &before, &updated, request_id).await?;
+    restore_if_sync_changed(db, &before, &updated, request_id).await?;
     Ok(updated)
 }
 
 /// Turns Sync Enabled on or off; the safety net is restored for all members when that
 /// changes whether the group is synced.
 pub async fn set_sync(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     group_id: Uuid,
     enabled: bool,
     request_id: &str,
 ) -> Result<Group, GroupError> {
-    let before = lock_group(tx, group_id).await?;
+    let before = lock_group(db, group_id).await?;
     if before.is_basic_user && enabled {
         return Err(GroupError::Refused("the Basic User group cannot be synced"));
     }
     let updated: Group = sqlx::query_as(&format!(
-        "update groups set sync_enabled = $2, updated_at = now() where id = $1 \
-         returning {COLUMNS}"
+        "update {s}.groups set sync_enabled = $2, updated_at = now() where id = $1 \
+         returning {COLUMNS}",
+        s = db.schema
     ))
     .bind(group_id)
     .bind(enabled)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *db.conn)
     .await?;
-    restore_if_sync_changed(tx, &before, &updated, request_id).await?;
+    restore_if_sync_changed(db, &before, &updated, request_id).await?;
     Ok(updated)
 }
 
 /// Replaces the group's permissions.
 pub async fn set_permissions(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     group_id: Uuid,
     permissions: &BTreeSet<String>,
 ) -> Result<Group, GroupError> {
     let updated: Option<Group> = sqlx::query_as(&format!(
-        "update groups set permissions = $2, updated_at = now() where id = $1 \
-         returning {COLUMNS}"
+        "update {s}.groups set permissions = $2, updated_at = now() where id = $1 \
+         returning {COLUMNS}",
+        s = db.schema
     ))
     .bind(group_id)
     .bind(permissions.iter().collect::<Vec<_>>())
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut *db.conn)
     .await?;
     updated.ok_or(GroupError::NotFound)
 }
@@ -805,63 +841,66 @@ pub async fn set_permissions(
 /// Deletes a group and its memberships; members of a synced group get the safety net.
 /// Basic User cannot be deleted.
 pub async fn delete(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     group_id: Uuid,
     request_id: &str,
 ) -> Result<Group, GroupError> {
-    let group = lock_group(tx, group_id).await?;
+    let group = lock_group(db, group_id).await?;
     if group.is_basic_user {
         return Err(GroupError::Refused(
             "the Basic User group is a system group and cannot be deleted",
         ));
     }
     let members = if group.is_synced() {
-        lock_members(tx, group_id).await?
+        lock_members(db, group_id).await?
     } else {
         Vec::new()
     };
-    sqlx::query("delete from groups where id = $1")
-        .bind(group_id)
-        .execute(&mut *tx)
-        .await?;
-    safety_net::restore(tx, &members, request_id).await?;
+    sqlx::query(&format!(
+        "delete from {s}.groups where id = $1",
+        s = db.schema
+    ))
+    .bind(group_id)
+    .execute(&mut *db.conn)
+    .await?;
+    safety_net::restore(db, &members, request_id).await?;
     Ok(group)
 }
 
 /// Adds users to a group that is not synced (the platform's own memberships).
 /// Returns the users who were not members yet.
 pub async fn add_platform_members(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     group_id: Uuid,
     user_ids: &[Uuid],
     request_id: &str,
 ) -> Result<Vec<Uuid>, GroupError> {
-    lock_platform_group(tx, group_id).await?;
+    lock_platform_group(db, group_id).await?;
     let ids = sorted_unique(user_ids);
-    require_users(tx, &ids).await?;
-    let added = insert_members(tx, group_id, &ids, "platform").await?;
-    safety_net::restore(tx, &ids, request_id).await?;
+    require_users(db, &ids).await?;
+    let added = insert_members(db, group_id, &ids, "platform").await?;
+    safety_net::restore(db, &ids, request_id).await?;
     Ok(added)
 }
 
 /// Removes users from a group that is not synced. Returns the users who were members.
 pub async fn remove_platform_members(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     group_id: Uuid,
     user_ids: &[Uuid],
     request_id: &str,
 ) -> Result<Vec<Uuid>, GroupError> {
-    lock_platform_group(tx, group_id).await?;
+    lock_platform_group(db, group_id).await?;
     let ids = sorted_unique(user_ids);
-    require_users(tx, &ids).await?;
-    let removed = delete_members(tx, group_id, &ids).await?;
-    safety_net::restore(tx, &ids, request_id).await?;
+    require_users(db, &ids).await?;
+    let removed = delete_members(db, group_id, &ids).await?;
+    safety_net::restore(db, &ids, request_id).await?;
     Ok(removed)
 }
 
 /// Locks the users of `ids`, which must all exist.
-async fn require_users(tx: &mut PgConnection, ids: &[Uuid]) -> Result<(), GroupError> {
-    let unknown = lock_existing(tx, ids, ids).await?;
+async fn require_users(db: &mut TenantDb<'_>, ids: &[Uuid]) -> Result<(), GroupError> {
+    let unknown = lock_existing(db, ids, ids).await?;
     if unknown.is_empty() {
         Ok(())
     } else {
@@ -870,19 +909,20 @@ async fn require_users(tx: &mut PgConnection, ids: &[Uuid]) -> Result<(), GroupE
 }
 
 /// Locks any group's row, or says it is not there.
-async fn lock_group(tx: &mut PgConnection, group_id: Uuid) -> Result<Group, GroupError> {
+async fn lock_group(db: &mut TenantDb<'_>, group_id: Uuid) -> Result<Group, GroupError> {
     let group: Option<Group> = sqlx::query_as(&format!(
-        "select {COLUMNS} from groups where id = $1 for no key update"
+        "select {COLUMNS} from {s}.groups where id = $1 for no key update",
+        s = db.schema
     ))
     .bind(group_id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut *db.conn)
     .await?;
     group.ok_or(GroupError::NotFound)
 }
 
 /// Locks a group whose members the platform manages: neither synced nor Basic User.
-async fn lock_platform_group(tx: &mut PgConnection, group_id: Uuid) -> Result<(), GroupError> {
-    let group = lock_group(tx, group_id).await?;
+async fn lock_platform_group(db: &mut TenantDb<'_>, group_id: Uuid) -> Result<(), GroupError> {
+    let group = lock_group(db, group_id).await?;
     if group.is_basic_user {
         return Err(GroupError::Refused(
             "Basic User membership is kept by the safety net and cannot be changed directly",
@@ -897,20 +937,20 @@ async fn lock_platform_group(tx: &mut PgConnection, group_id: Uuid) -> Result<()
 }
 
 /// Locks the group's members (the group row is already locked, so the set cannot change).
-async fn lock_members(tx: &mut PgConnection, group_id: Uuid) -> Result<Vec<Uuid>, sqlx::Error> {
-    let members = current_member_ids(tx, group_id).await?;
-    safety_net::lock_users(tx, &members).await
+async fn lock_members(db: &mut TenantDb<'_>, group_id: Uuid) -> Result<Vec<Uuid>, sqlx::Error> {
+    let members = current_member_ids(db, group_id).await?;
+    safety_net::lock_users(db, &members).await
 }
 
 async fn restore_if_sync_changed(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     before: &Group,
     after: &Group,
     request_id: &str,
 ) -> Result<(), sqlx::Error> {
     if before.is_synced() != after.is_synced() {
-        let members = lock_members(tx, after.id).await?;
-        safety_net::restore(tx, &members, request_id).await?;
+        let members = lock_members(db, after.id).await?;
+        safety_net::restore(db, &members, request_id).await?;
     }
     Ok(())
 }

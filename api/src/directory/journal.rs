@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
+use tenancy::scope::TenantDb;
 use tenancy::SchemaName;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -102,17 +103,17 @@ impl Entry {
 }
 
 /// Appends entries inside the caller's tenant transaction.
-pub async fn record(tx: &mut PgConnection, entries: &[Entry]) -> Result<(), sqlx::Error> {
+pub async fn record(db: &mut TenantDb<'_>, entries: &[Entry]) -> Result<(), sqlx::Error> {
     if entries.is_empty() {
         return Ok(());
     }
     let column = |f: fn(&Entry) -> Option<String>| entries.iter().map(f).collect::<Vec<_>>();
-    sqlx::query(
-        "insert into journal (request_id, operation, outcome, status, user_id, group_id, detail, \
+    sqlx::query(&format!(
+        "insert into {s}.journal (request_id, operation, outcome, status, user_id, group_id, detail, \
            quirks, fusionauth_outcome, fusionauth_latency_ms) \
-         select r, o, c, s, u, g, d, coalesce(string_to_array(q, ','), '{}'), fo, fl \
+         select r, o, c, s, u, g, d, coalesce(string_to_array(q, ','), '{{}}'), fo, fl \
          from unnest($1::text[], $2::text[], $3::text[], $4::int2[], $5::uuid[], $6::uuid[], \
-           $7::text[], $8::text[], $9::text[], $10::int4[]) as t(r, o, c, s, u, g, d, q, fo, fl)",
+           $7::text[], $8::text[], $9::text[], $10::int4[]) as t(r, o, c, s, u, g, d, q, fo, fl)", s = db.schema),
     )
     .bind(column(|e| e.request_id.clone()))
     .bind(column(|e| Some(e.operation.to_owned())))
@@ -136,7 +137,7 @@ pub async fn record(tx: &mut PgConnection, entries: &[Entry]) -> Result<(), sqlx
             .map(|e| e.fusionauth_latency_ms)
             .collect::<Vec<_>>(),
     )
-    .execute(&mut *tx)
+    .execute(&mut *db.conn)
     .await?;
     Ok(())
 }
@@ -247,17 +248,19 @@ async fn write_batch(
     mut batch: Pending,
 ) -> Result<(), sqlx::Error> {
     let mut tx = tenancy::scope::begin(pool, schema).await?;
-    record(&mut tx, &batch.entries).await?;
+    let mut db = tx.db();
+    record(&mut db, &batch.entries).await?;
     if !batch.groups_read.is_empty() {
         batch.groups_read.sort_unstable();
         batch.groups_read.dedup();
         // Lock in id order so that two replicas stamping overlapping groups cannot deadlock.
-        sqlx::query(
-            "update groups set last_synced_at = now() where id in \
-             (select id from groups where id = any($1) order by id for no key update)",
-        )
+        sqlx::query(&format!(
+            "update {s}.groups set last_synced_at = now() where id in \
+             (select id from {s}.groups where id = any($1) order by id for no key update)",
+            s = db.schema
+        ))
         .bind(&batch.groups_read)
-        .execute(&mut *tx)
+        .execute(&mut *db.conn)
         .await?;
     }
     tx.commit().await
@@ -275,11 +278,14 @@ pub async fn prune(pool: &PgPool) -> Result<u64, tenancy::Error> {
             continue;
         };
         let mut tx = tenancy::scope::begin(pool, &schema).await?;
-        let deleted =
-            sqlx::query("delete from journal where at < now() - make_interval(days => $1)")
-                .bind(days)
-                .execute(&mut *tx)
-                .await?;
+        let db = tx.db();
+        let deleted = sqlx::query(&format!(
+            "delete from {s}.journal where at < now() - make_interval(days => $1)",
+            s = db.schema
+        ))
+        .bind(days)
+        .execute(&mut *db.conn)
+        .await?;
         tx.commit().await?;
         pruned += deleted.rows_affected();
     }
@@ -323,13 +329,13 @@ pub struct Filter<'a> {
 
 /// Entries matching `filter`, newest first, at most `limit`.
 pub async fn list(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     filter: &Filter<'_>,
     limit: i64,
 ) -> Result<Vec<Record>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(&format!(
         "select id, at, request_id, operation, outcome, status, user_id, group_id, detail, \
-           quirks, fusionauth_outcome, fusionauth_latency_ms from journal \
+           quirks, fusionauth_outcome, fusionauth_latency_ms from {s}.journal \
          where ($1::uuid is null or user_id = $1) \
            and ($2::uuid is null or group_id = $2) \
            and ($3::text is null or outcome = $3) \
@@ -338,7 +344,8 @@ pub async fn list(
            and ($6::timestamptz is null or at < $6) \
            and ($7::bigint is null or id < $7) \
          order by id desc limit $8",
-    )
+        s = db.schema
+    ))
     .bind(filter.user_id)
     .bind(filter.group_id)
     .bind(filter.outcome)
@@ -347,7 +354,7 @@ pub async fn list(
     .bind(filter.to)
     .bind(filter.before_id)
     .bind(limit)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *db.conn)
     .await
 }
 
@@ -374,31 +381,32 @@ pub struct ErrorCount {
 
 /// The tenant's counters over the entries since `since`, most frequent first.
 pub async fn counters(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     since: DateTime<Utc>,
 ) -> Result<Counters, sqlx::Error> {
-    let ignored = sqlx::query_as(
-        "select operation, count(*) from journal where at >= $1 and outcome = 'ignored' \
+    let ignored = sqlx::query_as(&format!(
+        "select operation, count(*) from {s}.journal where at >= $1 and outcome = 'ignored' \
          group by operation order by count(*) desc, operation",
-    )
+        s = db.schema
+    ))
     .bind(since)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *db.conn)
     .await?;
-    let quirks = sqlx::query_as(
-        "select q, count(*) from journal cross join unnest(quirks) as q where at >= $1 \
+    let quirks = sqlx::query_as(&format!(
+        "select q, count(*) from {s}.journal cross join unnest(quirks) as q where at >= $1 \
          group by q order by count(*) desc, q",
-    )
+        s = db.schema
+    ))
     .bind(since)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *db.conn)
     .await?;
-    let errors = sqlx::query_as(
-        "select outcome, operation, status, fusionauth_outcome, count(*) as count from journal \
+    let errors = sqlx::query_as(&format!(
+        "select outcome, operation, status, fusionauth_outcome, count(*) as count from {s}.journal \
          where at >= $1 and outcome in ('rejected', 'failed') \
          group by outcome, operation, status, fusionauth_outcome \
-         order by count(*) desc, outcome, operation",
-    )
+         order by count(*) desc, outcome, operation", s = db.schema))
     .bind(since)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *db.conn)
     .await?;
     Ok(Counters {
         ignored,

@@ -1,6 +1,6 @@
 //! The domain inside one tenant: users, groups, memberships, the Basic User safety net,
-//! effective permissions and the journal. All SQL over tenant tables lives here, and every
-//! function takes a connection already scoped to the tenant (`tenancy::scope::begin`).
+//! effective permissions and the journal. All SQL over tenant tables lives here: every function
+//! takes a [`tenancy::scope::TenantDb`] and names each table through its schema (`{s}.users`).
 
 pub mod groups;
 pub mod journal;

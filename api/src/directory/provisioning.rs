@@ -123,10 +123,10 @@ impl Provisioner<'_> {
         tenant: &TenantRef,
         request: &UserRequest,
     ) -> Result<(), CreateError> {
-        let mut tx = tenancy::scope::begin(self.pool, &tenant.schema).await?;
+        let mut conn = tenancy::scope::read(self.pool, &tenant.schema).await?;
         let taken =
-            users::taken_attribute(&mut tx, &request.user_name, request.work_email()).await?;
-        tx.commit().await?;
+            users::taken_attribute(&mut conn.db(), &request.user_name, request.work_email())
+                .await?;
         match taken {
             Some(attribute) => Err(CreateError::Conflict(DirectoryError::Conflict {
                 resource: "user",
@@ -212,14 +212,15 @@ impl Provisioner<'_> {
         request_id: &str,
     ) -> Result<User, CreateError> {
         let mut tx = tenancy::scope::begin(self.pool, &tenant.schema).await?;
-        let user = users::insert(&mut tx, &new_row(id, request, link)).await?;
-        safety_net::restore(&mut tx, &[user.id], request_id).await?;
+        let mut db = tx.db();
+        let user = users::insert(&mut db, &new_row(id, request, link)).await?;
+        safety_net::restore(&mut db, &[user.id], request_id).await?;
         let mut entry = Entry::new(request_id, "scim.users.create", Outcome::Created, 201)
             .user(user.id)
             .quirks(request.quirks.iter().map(|q| q.as_str()));
         entry.fusionauth_outcome = Some(trace.outcome);
         entry.fusionauth_latency_ms = i32::try_from(trace.latency.as_millis()).ok();
-        journal::record(&mut tx, &[entry]).await?;
+        journal::record(&mut db, &[entry]).await?;
         tx.commit().await?;
         Ok(user)
     }

@@ -9,29 +9,37 @@
 //! transactions changing one user's memberships would otherwise each decide from a snapshot
 //! without the other's change, and both commit a wrong answer.
 
-use sqlx::PgConnection;
+use tenancy::scope::TenantDb;
+use tenancy::SchemaName;
 use uuid::Uuid;
 
 use super::journal::{self, Entry, Outcome};
 
-/// A synced membership: the group is visible over SCIM.
-const SYNCED_MEMBERSHIP: &str = "exists (select 1 from memberships sm join groups sg \
-     on sg.id = sm.group_id where sm.user_id = u.id and sg.sync_enabled \
-     and sg.external_id is not null)";
+/// That user `u` holds a synced membership: the group is visible over SCIM.
+fn synced_membership(s: &SchemaName) -> String {
+    format!(
+        "exists (select 1 from {s}.memberships sm join {s}.groups sg \
+         on sg.id = sm.group_id where sm.user_id = u.id and sg.sync_enabled \
+         and sg.external_id is not null)"
+    )
+}
 
 /// Locks the rows of `user_ids` in a stable order, so transactions that touch overlapping
 /// users serialise instead of deadlocking. Returns the ids that exist.
 pub async fn lock_users(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     user_ids: &[Uuid],
 ) -> Result<Vec<Uuid>, sqlx::Error> {
     let mut ids = user_ids.to_vec();
     ids.sort_unstable();
     ids.dedup();
-    sqlx::query_scalar("select id from users where id = any($1) order by id for update")
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await
+    sqlx::query_scalar(&format!(
+        "select id from {s}.users where id = any($1) order by id for update",
+        s = db.schema
+    ))
+    .bind(&ids)
+    .fetch_all(&mut *db.conn)
+    .await
 }
 
 /// Who the safety net moved.
@@ -43,7 +51,7 @@ pub struct Moves {
 
 /// Restores the invariant for `user_ids` and journals each move under `request_id`.
 pub async fn restore(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     user_ids: &[Uuid],
     request_id: &str,
 ) -> Result<Moves, sqlx::Error> {
@@ -51,38 +59,45 @@ pub async fn restore(
         return Ok(Moves::default());
     }
     let placed: Vec<Uuid> = sqlx::query_scalar(&format!(
-        "insert into memberships (group_id, user_id, source) \
-         select b.id, u.id, 'safety_net' from users u \
-           cross join (select id from groups where is_basic_user) b \
-         where u.id = any($1) and u.active and not {SYNCED_MEMBERSHIP} \
-         on conflict do nothing returning user_id"
+        "insert into {s}.memberships (group_id, user_id, source) \
+         select b.id, u.id, 'safety_net' from {s}.users u \
+           cross join (select id from {s}.groups where is_basic_user) b \
+         where u.id = any($1) and u.active and not {synced} \
+         on conflict do nothing returning user_id",
+        s = db.schema,
+        synced = synced_membership(db.schema),
     ))
     .bind(user_ids)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *db.conn)
     .await?;
     let released: Vec<Uuid> = sqlx::query_scalar(&format!(
-        "delete from memberships m using groups b, users u \
+        "delete from {s}.memberships m using {s}.groups b, {s}.users u \
          where b.is_basic_user and m.group_id = b.id and m.user_id = u.id \
-           and u.id = any($1) and (not u.active or {SYNCED_MEMBERSHIP}) \
-         returning m.user_id"
+           and u.id = any($1) and (not u.active or {synced}) \
+         returning m.user_id",
+        s = db.schema,
+        synced = synced_membership(db.schema),
     ))
     .bind(user_ids)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *db.conn)
     .await?;
 
-    journal_moves(tx, &placed, &released, request_id).await?;
+    journal_moves(db, &placed, &released, request_id).await?;
     Ok(Moves { placed, released })
 }
 
 async fn journal_moves(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     placed: &[Uuid],
     released: &[Uuid],
     request_id: &str,
 ) -> Result<(), sqlx::Error> {
-    let basic_user: Option<Uuid> = sqlx::query_scalar("select id from groups where is_basic_user")
-        .fetch_optional(&mut *tx)
-        .await?;
+    let basic_user: Option<Uuid> = sqlx::query_scalar(&format!(
+        "select id from {s}.groups where is_basic_user",
+        s = db.schema
+    ))
+    .fetch_optional(&mut *db.conn)
+    .await?;
     let entry = |user: &Uuid, detail: &str| {
         let mut entry = Entry::new(request_id, "safety_net", Outcome::Changed, 0)
             .user(*user)
@@ -100,5 +115,5 @@ async fn journal_moves(
                 .map(|u| entry(u, "removed from Basic User: in a synced group or inactive")),
         )
         .collect();
-    journal::record(tx, &entries).await
+    journal::record(db, &entries).await
 }

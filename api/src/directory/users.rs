@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::PgConnection;
+use tenancy::scope::TenantDb;
 use uuid::Uuid;
 
 use super::journal::{self, Entry, Outcome};
@@ -72,17 +72,20 @@ struct Counted {
     total: i64,
 }
 
-pub async fn get(tx: &mut PgConnection, id: Uuid) -> Result<Option<User>, sqlx::Error> {
-    sqlx::query_as(&format!("select {COLUMNS} from users where id = $1"))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
+pub async fn get(db: &mut TenantDb<'_>, id: Uuid) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from {}.users where id = $1",
+        db.schema
+    ))
+    .bind(id)
+    .fetch_optional(&mut *db.conn)
+    .await
 }
 
 /// Users matching `filter` (all when `None`), oldest first, `limit` from `offset`.
 /// One round trip: the total rides along as a window count.
 pub async fn list(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     filter: Option<&SqlFilter>,
     offset: i64,
     limit: i64,
@@ -92,24 +95,25 @@ pub async fn list(
     let n = binds.len();
     if limit == 0 {
         return Ok(Page {
-            total: count(tx, filter).await?,
+            total: count(db, filter).await?,
             users: Vec::new(),
         });
     }
     let sql = format!(
-        "select {COLUMNS}, count(*) over () as total from users where {condition} \
+        "select {COLUMNS}, count(*) over () as total from {}.users where {condition} \
          order by created_at, id offset ${} limit ${}",
+        db.schema,
         n + 1,
         n + 2
     );
     let rows: Vec<Counted> = bind_filter(sqlx::query_as(&sql), binds)
         .bind(offset)
         .bind(limit)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *db.conn)
         .await?;
     let total = match rows.first() {
         Some(row) => row.total,
-        None if offset > 0 => count(tx, filter).await?,
+        None if offset > 0 => count(db, filter).await?,
         None => 0,
     };
     Ok(Page {
@@ -118,12 +122,12 @@ pub async fn list(
     })
 }
 
-async fn count(tx: &mut PgConnection, filter: Option<&SqlFilter>) -> Result<i64, sqlx::Error> {
+async fn count(db: &mut TenantDb<'_>, filter: Option<&SqlFilter>) -> Result<i64, sqlx::Error> {
     let condition = filter.map_or("true", |f| f.sql.as_str());
     let binds = filter.map_or(&[][..], |f| f.binds.as_slice());
-    let sql = format!("select count(*) from users where {condition}");
+    let sql = format!("select count(*) from {}.users where {condition}", db.schema);
     let (total,) = bind_filter(sqlx::query_as::<_, (i64,)>(&sql), binds)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut *db.conn)
         .await?;
     Ok(total)
 }
@@ -131,19 +135,20 @@ async fn count(tx: &mut PgConnection, filter: Option<&SqlFilter>) -> Result<i64,
 /// Which unique attribute an existing user already holds, if any; a cheap check before
 /// calling FusionAuth. The unique indexes remain the real guard.
 pub async fn taken_attribute(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     user_name: &str,
     work_email: Option<&str>,
 ) -> Result<Option<&'static str>, sqlx::Error> {
-    let taken: Option<(bool, bool)> = sqlx::query_as(
+    let taken: Option<(bool, bool)> = sqlx::query_as(&format!(
         // Without a work email the second comparison is NULL, which no bool can decode.
         "select lower(user_name) = lower($1), coalesce(lower(work_email) = lower($2), false) \
-         from users \
+         from {}.users \
          where lower(user_name) = lower($1) or lower(work_email) = lower($2) limit 1",
-    )
+        db.schema
+    ))
     .bind(user_name)
     .bind(work_email)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut *db.conn)
     .await?;
     Ok(match taken {
         Some((true, _)) => Some("userName"),
@@ -153,13 +158,14 @@ pub async fn taken_attribute(
 }
 
 /// Inserts a user; a taken userName or work email is a `Conflict`.
-pub async fn insert(tx: &mut PgConnection, user: &NewUser) -> Result<User, DirectoryError> {
+pub async fn insert(db: &mut TenantDb<'_>, user: &NewUser) -> Result<User, DirectoryError> {
     let inserted = sqlx::query_as(&format!(
-        "insert into users (id, user_name, external_id, display_name, given_name, family_name, \
+        "insert into {s}.users (id, user_name, external_id, display_name, given_name, family_name, \
            formatted_name, work_email, emails, active, source, fusionauth_user_id, \
            fusionauth_link) \
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-         returning {COLUMNS}"
+         returning {COLUMNS}",
+        s = db.schema
     ))
     .bind(user.id)
     .bind(&user.user_name)
@@ -174,7 +180,7 @@ pub async fn insert(tx: &mut PgConnection, user: &NewUser) -> Result<User, Direc
     .bind(user.source)
     .bind(user.fusionauth_user_id)
     .bind(user.fusionauth_link)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *db.conn)
     .await;
     inserted.map_err(|e| conflict_of(&e).unwrap_or(DirectoryError::Database(e)))
 }
@@ -202,23 +208,24 @@ pub struct Search<'a> {
 /// Users matching `search`, oldest first, at most `limit`. Every value is bound, never
 /// spliced into the SQL.
 pub async fn search(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     search: &Search<'_>,
     limit: i64,
 ) -> Result<Vec<User>, sqlx::Error> {
     let (after_at, after_id) = search.after.unzip();
     sqlx::query_as(&format!(
-        "select {COLUMNS} from users u \
+        "select {COLUMNS} from {s}.users u \
          where ($1::text is null or lower(u.work_email) like $1 escape '\\' \
                 or lower(u.user_name) like $1 escape '\\') \
            and ($2::text is null or lower(concat_ws(' ', u.display_name, u.given_name, \
                 u.family_name, u.formatted_name)) like $2 escape '\\') \
-           and ($3::uuid is null or exists (select 1 from memberships m \
+           and ($3::uuid is null or exists (select 1 from {s}.memberships m \
                 where m.user_id = u.id and m.group_id = $3)) \
            and ($4::text is null or u.source = $4) \
            and ($5::boolean is null or u.active = $5) \
            and ($6::timestamptz is null or (u.created_at, u.id) > ($6, $7::uuid)) \
-         order by u.created_at, u.id limit $8"
+         order by u.created_at, u.id limit $8",
+        s = db.schema
     ))
     .bind(search.email.map(contains_pattern))
     .bind(search.name.map(contains_pattern))
@@ -228,7 +235,7 @@ pub async fn search(
     .bind(after_at)
     .bind(after_id)
     .bind(limit)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *db.conn)
     .await
 }
 
@@ -274,23 +281,24 @@ impl ProfileChange {
 
 /// Whether another user than `id` holds this work email.
 pub async fn email_taken_by_other(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     email: &str,
     id: Uuid,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "select exists (select 1 from users where lower(work_email) = lower($1) and id <> $2)",
-    )
+    sqlx::query_scalar(&format!(
+        "select exists (select 1 from {}.users where lower(work_email) = lower($1) and id <> $2)",
+        db.schema
+    ))
     .bind(email)
     .bind(id)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *db.conn)
     .await
 }
 
 /// Applies an admin's profile change and journals it; `None` when there is no such user. A
 /// work email another user holds is a `Conflict`.
 pub async fn update_profile(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     id: Uuid,
     change: &ProfileChange,
     request_id: &str,
@@ -299,7 +307,7 @@ pub async fn update_profile(
     // A new work email becomes the primary `work` entry; the old work entry goes, and the
     // remaining entries stop claiming to be primary.
     let updated: Option<User> = sqlx::query_as(&format!(
-        "update users set \
+        "update {s}.users set \
            display_name = coalesce($2, display_name), \
            given_name = coalesce($3, given_name), \
            family_name = coalesce($4, family_name), \
@@ -311,21 +319,22 @@ pub async fn update_profile(
                  and lower(e->>'value') is distinct from lower(work_email)), '[]'::jsonb) end, \
            work_email = coalesce($5, work_email), \
            updated_at = now() \
-         where id = $1 returning {COLUMNS}"
+         where id = $1 returning {COLUMNS}",
+        s = db.schema
     ))
     .bind(id)
     .bind(change.display_name.as_deref())
     .bind(change.given_name.as_deref())
     .bind(change.family_name.as_deref())
     .bind(change.work_email.as_deref())
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut *db.conn)
     .await
     .map_err(|e| conflict_of(&e).unwrap_or(DirectoryError::Database(e)))?;
 
     if let Some(user) = &updated {
         let detail = format!("profile changed: {}", change.fields().join(", "));
         let entry = admin_entry(request_id, "admin.users.update", 200, user.id, fusionauth);
-        journal::record(tx, &[entry.detail(detail)]).await?;
+        journal::record(db, &[entry.detail(detail)]).await?;
     }
     Ok(updated)
 }
@@ -334,23 +343,24 @@ pub async fn update_profile(
 /// user holds no Basic User membership; a reactivated one in no synced group regains it) and
 /// journals the change. `None` when there is no such user.
 pub async fn set_active(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     id: Uuid,
     active: bool,
     request_id: &str,
     fusionauth: Option<FusionAuthTrace>,
 ) -> Result<Option<User>, sqlx::Error> {
-    if safety_net::lock_users(tx, &[id]).await?.is_empty() {
+    if safety_net::lock_users(db, &[id]).await?.is_empty() {
         return Ok(None);
     }
     let user: User = sqlx::query_as(&format!(
-        "update users set active = $2, updated_at = now() where id = $1 returning {COLUMNS}"
+        "update {}.users set active = $2, updated_at = now() where id = $1 returning {COLUMNS}",
+        db.schema
     ))
     .bind(id)
     .bind(active)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *db.conn)
     .await?;
-    safety_net::restore(tx, &[id], request_id).await?;
+    safety_net::restore(db, &[id], request_id).await?;
 
     let (operation, detail) = if active {
         ("admin.users.reactivate", "reactivated by an admin")
@@ -358,30 +368,31 @@ pub async fn set_active(
         ("admin.users.deactivate", "deactivated by an admin")
     };
     let entry = admin_entry(request_id, operation, 200, id, fusionauth).detail(detail);
-    journal::record(tx, &[entry]).await?;
+    journal::record(db, &[entry]).await?;
     Ok(Some(user))
 }
 
 /// Deletes a user and their memberships and journals it; `None` when there is no such user.
 /// No other user's memberships change, so the safety net has nothing to restore.
 pub async fn delete(
-    tx: &mut PgConnection,
+    db: &mut TenantDb<'_>,
     id: Uuid,
     request_id: &str,
     fusionauth: Option<FusionAuthTrace>,
 ) -> Result<Option<User>, sqlx::Error> {
-    if safety_net::lock_users(tx, &[id]).await?.is_empty() {
+    if safety_net::lock_users(db, &[id]).await?.is_empty() {
         return Ok(None);
     }
     let user: User = sqlx::query_as(&format!(
-        "delete from users where id = $1 returning {COLUMNS}"
+        "delete from {}.users where id = $1 returning {COLUMNS}",
+        db.schema
     ))
     .bind(id)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *db.conn)
     .await?;
     let entry = admin_entry(request_id, "admin.users.delete", 204, id, fusionauth)
         .detail("deleted by an admin");
-    journal::record(tx, &[entry]).await?;
+    journal::record(db, &[entry]).await?;
     Ok(Some(user))
 }
 

@@ -17,6 +17,7 @@
 use std::fmt::{self, Write as _};
 
 use chrono::{DateTime, Utc};
+use tenancy::SchemaName;
 use uuid::Uuid;
 
 /// The longest filter accepted, in bytes.
@@ -711,9 +712,9 @@ enum Kind {
 
 /// A multi-valued complex attribute: a sub-query yields one row per value.
 struct MultiValued {
-    /// True when the attribute has at least one value.
+    /// True when the attribute has at least one value. `{s}` stands for the tenant's schema.
     present_sql: &'static str,
-    /// The sub-query's `from` list.
+    /// The sub-query's `from` list; `{s}` stands for the tenant's schema.
     from: &'static str,
     /// Ties the sub-query's rows to the outer row, when `from` does not already.
     correlation: Option<&'static str>,
@@ -836,8 +837,9 @@ pub const GROUPS: AttributeMap = AttributeMap {
             name: "members",
             sub_attr: None,
             target: Target::MultiValued(MultiValued {
-                present_sql: "exists (select 1 from memberships m where m.group_id = groups.id)",
-                from: "memberships m",
+                present_sql:
+                    "exists (select 1 from {s}.memberships m where m.group_id = groups.id)",
+                from: "{s}.memberships m",
                 correlation: Some("m.group_id = groups.id"),
                 sub_attrs: &[SubAttr {
                     name: "value",
@@ -892,13 +894,13 @@ impl MultiValued {
     }
 
     /// `exists` one value for which `condition` holds.
-    fn any(&self, condition: &str) -> String {
+    fn any(&self, condition: &str, schema: &SchemaName) -> String {
+        let from = in_schema(self.from, schema);
         match self.correlation {
-            Some(correlation) => format!(
-                "exists (select 1 from {} where {correlation} and {condition})",
-                self.from
-            ),
-            None => format!("exists (select 1 from {} where {condition})", self.from),
+            Some(correlation) => {
+                format!("exists (select 1 from {from} where {correlation} and {condition})")
+            }
+            None => format!("exists (select 1 from {from} where {condition})"),
         }
     }
 
@@ -947,15 +949,17 @@ pub struct SqlFilter {
     pub binds: Vec<SqlValue>,
 }
 
-/// Translates a filter over `map`; placeholders are numbered `$first_param`,
-/// `$first_param + 1`, … (so `first_param` is at least 1).
+/// Translates a filter over `map` in the tenant's `schema`; placeholders are numbered
+/// `$first_param`, `$first_param + 1`, … (so `first_param` is at least 1).
 pub fn to_sql(
     filter: &Filter,
     map: &AttributeMap,
+    schema: &SchemaName,
     first_param: usize,
 ) -> Result<SqlFilter, FilterError> {
     let mut translator = Translator {
         map,
+        schema,
         first_param,
         binds: Vec::new(),
     };
@@ -977,8 +981,14 @@ enum SqlScope<'f> {
     },
 }
 
+/// Names a tenant table of an allow-listed SQL fragment through the tenant's schema.
+fn in_schema(sql: &str, schema: &SchemaName) -> String {
+    sql.replace("{s}", schema.as_str())
+}
+
 struct Translator<'m> {
     map: &'m AttributeMap,
+    schema: &'m SchemaName,
     first_param: usize,
     binds: Vec<SqlValue>,
 }
@@ -1026,7 +1036,7 @@ impl Translator<'_> {
         match &self.map.find(path)?.target {
             Target::Column(column) => self.test(column, test, &name),
             Target::MultiValued(values) => match (path.sub_attr.as_deref(), test) {
-                (None, Test::Present) => Ok(values.present_sql.to_owned()),
+                (None, Test::Present) => Ok(in_schema(values.present_sql, self.schema)),
                 // `emails eq "x"` compares the values' `value` sub-attribute.
                 (sub_attr, _) => {
                     let column = values.sub_attr(sub_attr.unwrap_or("value")).ok_or(
@@ -1035,7 +1045,7 @@ impl Translator<'_> {
                         },
                     )?;
                     let condition = self.test(column, test, &name)?;
-                    Ok(values.any(&condition))
+                    Ok(values.any(&condition, self.schema))
                 }
             },
         }
@@ -1068,7 +1078,7 @@ impl Translator<'_> {
                 self.test(column, &then.test, &name)?
             );
         }
-        Ok(values.any(&condition))
+        Ok(values.any(&condition, self.schema))
     }
 
     /// One test on one SQL expression; `attribute` names it in errors.
@@ -1291,12 +1301,16 @@ mod tests {
 
     const ENTERPRISE_URN: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 
+    fn schema() -> SchemaName {
+        SchemaName::parse("t_0123456789abcdef0123456789abcdef").expect("a schema name")
+    }
+
     fn users(filter: &str) -> Result<SqlFilter, FilterError> {
-        to_sql(&parse(filter)?, &USERS, 1)
+        to_sql(&parse(filter)?, &USERS, &schema(), 1)
     }
 
     fn groups(filter: &str) -> Result<SqlFilter, FilterError> {
-        to_sql(&parse(filter)?, &GROUPS, 1)
+        to_sql(&parse(filter)?, &GROUPS, &schema(), 1)
     }
 
     /// The SQL and binds for a filter over `users` that must translate.
@@ -1777,7 +1791,7 @@ mod tests {
     #[test]
     fn placeholders_start_at_first_param() {
         let filter = parse(r#"userName eq "a" and externalId eq "b""#).expect("valid");
-        let translated = to_sql(&filter, &USERS, 3).expect("supported");
+        let translated = to_sql(&filter, &USERS, &schema(), 3).expect("supported");
         assert_eq!(
             translated.sql,
             "(lower(user_name) = lower($3) and external_id = $4)"
@@ -2032,7 +2046,7 @@ mod tests {
     fn group_members_are_looked_up_in_memberships() {
         let id = "2819c223-7f76-453a-919d-413861904646";
         let uuid = Uuid::parse_str(id).expect("valid uuid");
-        let expected = "exists (select 1 from memberships m \
+        let expected = "exists (select 1 from t_0123456789abcdef0123456789abcdef.memberships m \
                         where m.group_id = groups.id and m.user_id = $1)";
         for filter in [
             format!("members.value eq \"{id}\""),
@@ -2046,11 +2060,16 @@ mod tests {
         let translated = groups(r#"members[value eq "not-a-user"]"#).expect("supported");
         assert_eq!(
             translated.sql,
-            "exists (select 1 from memberships m where m.group_id = groups.id and false)"
+            "exists (select 1 from t_0123456789abcdef0123456789abcdef.memberships m \
+             where m.group_id = groups.id and false)"
         );
         assert_eq!(
             groups("members pr").map(|t| t.sql),
-            Ok("exists (select 1 from memberships m where m.group_id = groups.id)".to_owned())
+            Ok(
+                "exists (select 1 from t_0123456789abcdef0123456789abcdef.memberships m \
+                where m.group_id = groups.id)"
+                    .to_owned()
+            )
         );
     }
 
@@ -2325,8 +2344,8 @@ mod tests {
         #[test]
         fn arbitrary_input_never_panics(input in garbage()) {
             if let Ok(filter) = parse(&input) {
-                let _ = to_sql(&filter, &USERS, 1);
-                let _ = to_sql(&filter, &GROUPS, 1);
+                let _ = to_sql(&filter, &USERS, &schema(), 1);
+                let _ = to_sql(&filter, &GROUPS, &schema(), 1);
                 prop_assert_eq!(parse(&filter.to_string()), Ok(filter));
             }
         }
@@ -2344,7 +2363,7 @@ mod tests {
         #[test]
         fn every_bind_has_its_placeholder(filter in tree(), first in 1usize..5) {
             for map in [&USERS, &GROUPS] {
-                if let Ok(translated) = to_sql(&filter, map, first) {
+                if let Ok(translated) = to_sql(&filter, map, &schema(), first) {
                     let expected: Vec<usize> = (first..first + translated.binds.len()).collect();
                     prop_assert_eq!(placeholders(&translated.sql), expected);
                 }

@@ -51,7 +51,7 @@ pub async fn list_groups(
 ) -> Result<ScimJson, ScimError> {
     caller.context.set_operation("scim.groups.list");
     let query = query::parse(uri.query())?;
-    let filter = query.sql_filter(&filter::GROUPS)?;
+    let filter = query.sql_filter(&filter::GROUPS, &caller.tenant.schema)?;
 
     let (page, members) = read_page(&state.pool, &caller, &query, filter.as_ref()).await?;
 
@@ -184,15 +184,14 @@ async fn read_page(
     query: &ListQuery,
     filter: Option<&SqlFilter>,
 ) -> Result<(groups::Page, HashMap<Uuid, Vec<Member>>), ScimError> {
-    let mut tx = tenancy::scope::begin(pool, &caller.tenant.schema).await?;
-    let page = groups::list_synced(&mut tx, filter, query.offset(), query.count).await?;
+    let mut conn = tenancy::scope::read(pool, &caller.tenant.schema).await?;
+    let page = groups::list_synced(&mut conn.db(), filter, query.offset(), query.count).await?;
     let members = if wants_members(query) && !page.groups.is_empty() {
         let ids: Vec<Uuid> = page.groups.iter().map(|group| group.id).collect();
-        groups::first_members(&mut tx, &ids).await?
+        groups::first_members(&mut conn.db(), &ids).await?
     } else {
         Default::default()
     };
-    tenancy::scope::finish_read(tx);
     Ok((page, members))
 }
 
@@ -202,16 +201,15 @@ async fn read_group(
     group_id: Uuid,
     with_members: bool,
 ) -> Result<Option<(Group, Option<Vec<Member>>)>, ScimError> {
-    let mut tx = tenancy::scope::begin(pool, &caller.tenant.schema).await?;
-    let Some(group) = groups::get_synced(&mut tx, group_id).await? else {
+    let mut conn = tenancy::scope::read(pool, &caller.tenant.schema).await?;
+    let Some(group) = groups::get_synced(&mut conn.db(), group_id).await? else {
         return Ok(None);
     };
     let members = if with_members {
-        Some(groups::members(&mut tx, group_id, None, groups::MEMBER_PAGE_LIMIT).await?)
+        Some(groups::members(&mut conn.db(), group_id, None, groups::MEMBER_PAGE_LIMIT).await?)
     } else {
         None
     };
-    tenancy::scope::finish_read(tx);
     Ok(Some((group, members)))
 }
 
@@ -246,9 +244,9 @@ async fn apply_patch_once(
 ) -> Result<AppliedChanges, GroupError> {
     let mut tx = tenancy::scope::begin(pool, &caller.tenant.schema).await?;
     let request_id = caller.request_id();
-    let applied = groups::apply_member_changes(&mut tx, group_id, changes, request_id).await?;
+    let applied = groups::apply_member_changes(&mut tx.db(), group_id, changes, request_id).await?;
     let summary = patch_summary(request_id, group_id, &applied, quirks);
-    journal::record(&mut tx, &[summary]).await?;
+    journal::record(&mut tx.db(), &[summary]).await?;
     tx.commit().await?;
     Ok(applied)
 }

@@ -7,6 +7,7 @@
 use super::discovery::MAX_RESULTS;
 use super::error::ScimError;
 use super::filter::{self, AttributeMap, SqlFilter};
+use tenancy::SchemaName;
 
 /// Results per page when the client does not say.
 pub const DEFAULT_COUNT: i64 = 100;
@@ -60,9 +61,14 @@ pub struct ListQuery {
 }
 
 impl ListQuery {
-    /// The filter translated to SQL over `map`'s allow-list, or `None` without a filter.
-    pub fn sql_filter(&self, map: &AttributeMap) -> Result<Option<SqlFilter>, ScimError> {
-        let translate = |text: &str| filter::to_sql(&filter::parse(text)?, map, 1);
+    /// The filter translated to SQL over `map`'s allow-list in the tenant's `schema`, or `None`
+    /// without a filter.
+    pub fn sql_filter(
+        &self,
+        map: &AttributeMap,
+        schema: &SchemaName,
+    ) -> Result<Option<SqlFilter>, ScimError> {
+        let translate = |text: &str| filter::to_sql(&filter::parse(text)?, map, schema, 1);
         self.filter
             .as_deref()
             .map(translate)

@@ -37,11 +37,10 @@ pub async fn list_users(
 ) -> Result<ScimJson, ScimError> {
     caller.context.set_operation(LIST);
     let query = query::parse(req.uri().query())?;
-    let filter = query.sql_filter(&filter::USERS)?;
+    let filter = query.sql_filter(&filter::USERS, &caller.tenant.schema)?;
 
-    let mut tx = tenancy::scope::begin(&state.pool, &caller.tenant.schema).await?;
-    let page = users::list(&mut tx, filter.as_ref(), query.offset(), query.count).await?;
-    tenancy::scope::finish_read(tx);
+    let mut conn = tenancy::scope::read(&state.pool, &caller.tenant.schema).await?;
+    let page = users::list(&mut conn.db(), filter.as_ref(), query.offset(), query.count).await?;
 
     let detail = format!("{} of {} matched", page.users.len(), page.total);
     journal_read(&state, &caller, LIST, detail, None);
@@ -182,9 +181,8 @@ fn provisioner<'a>(state: &'a AppState) -> Provisioner<'a> {
 async fn find(state: &AppState, caller: &ScimCaller, id: &str) -> Result<User, ScimError> {
     let not_found = || ScimError::NotFound("no user with this id in this tenant".to_owned());
     let id = Uuid::parse_str(id).map_err(|_| not_found())?;
-    let mut tx = tenancy::scope::begin(&state.pool, &caller.tenant.schema).await?;
-    let user = users::get(&mut tx, id).await?;
-    tenancy::scope::finish_read(tx);
+    let mut conn = tenancy::scope::read(&state.pool, &caller.tenant.schema).await?;
+    let user = users::get(&mut conn.db(), id).await?;
     user.ok_or_else(not_found)
 }
 

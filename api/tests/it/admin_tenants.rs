@@ -60,7 +60,7 @@ async fn a_created_tenant_has_a_schema_a_basic_user_group_and_a_working_key() {
     let stored = tenancy::tenants::require_by_slug(&app.pool, &slug)
         .await
         .unwrap();
-    let mut tx = tenancy::scope::begin(&app.pool, &stored.schema)
+    let mut tx = crate::helpers::TenantSql::begin(&app.pool, &stored.schema)
         .await
         .unwrap();
     let basic_user_groups: i64 =

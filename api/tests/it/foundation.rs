@@ -366,27 +366,44 @@ async fn tenants_cannot_see_each_others_rows_even_unscoped() {
         let mut tx = tenancy::scope::begin(&app.pool, &tenant.tenant.schema)
             .await
             .unwrap();
-        sqlx::query("insert into users (id, user_name) values (gen_random_uuid(), $1)")
-            .bind(name)
-            .execute(&mut *tx)
+        let user = api::directory::users::NewUser {
+            id: uuid::Uuid::new_v4(),
+            user_name: name.to_owned(),
+            external_id: None,
+            display_name: None,
+            given_name: None,
+            family_name: None,
+            formatted_name: None,
+            work_email: None,
+            emails: serde_json::json!([]),
+            active: true,
+            source: "scim",
+            fusionauth_user_id: None,
+            fusionauth_link: "skipped",
+        };
+        api::directory::users::insert(&mut tx.db(), &user)
             .await
             .unwrap();
         tx.commit().await.unwrap();
     }
 
-    let mut tx = tenancy::scope::begin(&app.pool, &a.tenant.schema)
+    let mut conn = tenancy::scope::read(&app.pool, &a.tenant.schema)
         .await
         .unwrap();
-    let seen_by_a: Vec<String> = sqlx::query_scalar("select user_name from users")
-        .fetch_all(&mut *tx)
+    let seen_by_a = api::directory::users::list(&mut conn.db(), None, 0, 100)
         .await
         .unwrap();
-    tx.commit().await.unwrap();
+    drop(conn);
     let unscoped = sqlx::query_scalar::<_, String>("select user_name from users")
         .fetch_all(&app.pool)
         .await;
 
-    assert_eq!(seen_by_a, vec!["alice".to_owned()]);
+    let names: Vec<&str> = seen_by_a
+        .users
+        .iter()
+        .map(|u| u.user_name.as_str())
+        .collect();
+    assert_eq!(names, ["alice"]);
     let error = unscoped.expect_err("an unscoped query must not find tenant tables");
     let code = error.as_database_error().and_then(|e| e.code()).unwrap();
     assert_eq!(code, "42P01", "undefined_table");
@@ -400,14 +417,25 @@ async fn scoping_does_not_leak_into_the_pool() {
         url: crate::helpers::database_url(),
         max_connections: 1,
         acquire_timeout: Duration::from_secs(5),
+        statement_cache: 100,
     })
     .await
     .unwrap();
 
-    let tx = tenancy::scope::begin(&pool, &tenant.tenant.schema)
+    let mut tx = tenancy::scope::begin(&pool, &tenant.tenant.schema)
+        .await
+        .unwrap();
+    api::directory::users::list(&mut tx.db(), None, 0, 1)
         .await
         .unwrap();
     tx.commit().await.unwrap();
+    let mut conn = tenancy::scope::read(&pool, &tenant.tenant.schema)
+        .await
+        .unwrap();
+    api::directory::groups::list_synced(&mut conn.db(), None, 0, 1)
+        .await
+        .unwrap();
+    drop(conn);
     let path: String = sqlx::query_scalar("show search_path")
         .fetch_one(&pool)
         .await

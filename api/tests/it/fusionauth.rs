@@ -237,7 +237,7 @@ async fn an_existing_fusionauth_user_with_the_email_is_linked_and_registered_onc
     assert_eq!(registrations.len(), 1);
     assert_eq!(registrations[0].user_id, existing);
     let link: Option<Uuid> = {
-        let mut tx = tenancy::scope::begin(&c.app.pool, &c.tenant.tenant.schema)
+        let mut tx = crate::helpers::TenantSql::begin(&c.app.pool, &c.tenant.tenant.schema)
             .await
             .unwrap();
         let link = sqlx::query_scalar("select fusionauth_user_id from users")

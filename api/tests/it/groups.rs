@@ -354,7 +354,7 @@ async fn creating_replacing_and_deleting_groups_is_refused() {
     }
     anonymous.assert_scim_error(401);
     let mut tx = begin(&app, &tenant).await;
-    assert!(groups::get(&mut tx, group.id).await.unwrap().is_some());
+    assert!(groups::get(&mut tx.db(), group.id).await.unwrap().is_some());
 }
 
 #[tokio::test]
@@ -363,11 +363,11 @@ async fn groups_that_are_not_synced_are_invisible() {
     let tenant = app.create_tenant().await;
     let not_synced = create_group(&app, &tenant, false).await;
     let mut tx = begin(&app, &tenant).await;
-    let no_external_id = groups::set_sync(&mut tx, not_synced.id, true, "test")
+    let no_external_id = groups::set_sync(&mut tx.db(), not_synced.id, true, "test")
         .await
         .unwrap();
     let disabled = create_group(&app, &tenant, true).await;
-    groups::set_sync(&mut tx, disabled.id, false, "test")
+    groups::set_sync(&mut tx.db(), disabled.id, false, "test")
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -628,21 +628,21 @@ async fn platform_changes_restore_the_safety_net() {
     assert!(basic_user_members(&app, &tenant).await.is_empty());
 
     let mut tx = begin(&app, &tenant).await;
-    groups::set_sync(&mut tx, toggled.id, false, "t")
+    groups::set_sync(&mut tx.db(), toggled.id, false, "t")
         .await
         .unwrap();
-    groups::set_external_id(&mut tx, cleared.id, None, "t")
+    groups::set_external_id(&mut tx.db(), cleared.id, None, "t")
         .await
         .unwrap();
-    groups::delete(&mut tx, deleted.id, "t").await.unwrap();
-    groups::add_platform_members(&mut tx, platform.id, &[a, b], "t")
+    groups::delete(&mut tx.db(), deleted.id, "t").await.unwrap();
+    groups::add_platform_members(&mut tx.db(), platform.id, &[a, b], "t")
         .await
         .unwrap();
     tx.commit().await.unwrap();
     let all_back = basic_user_members(&app, &tenant).await;
 
     let mut tx = begin(&app, &tenant).await;
-    groups::set_sync(&mut tx, toggled.id, true, "t")
+    groups::set_sync(&mut tx.db(), toggled.id, true, "t")
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -668,21 +668,23 @@ async fn basic_user_and_synced_groups_refuse_what_would_break_them() {
     let user = insert_user(&app, &tenant).await;
     let mut tx = begin(&app, &tenant).await;
 
-    let delete = groups::delete(&mut tx, basic_user, "t").await.unwrap_err();
-    let sync = groups::set_sync(&mut tx, basic_user, true, "t")
+    let delete = groups::delete(&mut tx.db(), basic_user, "t")
         .await
         .unwrap_err();
-    let external_id = groups::set_external_id(&mut tx, basic_user, Some("x"), "t")
+    let sync = groups::set_sync(&mut tx.db(), basic_user, true, "t")
         .await
         .unwrap_err();
-    let manual = groups::remove_platform_members(&mut tx, basic_user, &[user], "t")
+    let external_id = groups::set_external_id(&mut tx.db(), basic_user, Some("x"), "t")
         .await
         .unwrap_err();
-    let entra_owned = groups::add_platform_members(&mut tx, synced.id, &[user], "t")
+    let manual = groups::remove_platform_members(&mut tx.db(), basic_user, &[user], "t")
+        .await
+        .unwrap_err();
+    let entra_owned = groups::add_platform_members(&mut tx.db(), synced.id, &[user], "t")
         .await
         .unwrap_err();
     let taken = groups::set_external_id(
-        &mut tx,
+        &mut tx.db(),
         create_group(&app, &tenant, false).await.id,
         synced.external_id.as_deref(),
         "t",
@@ -712,26 +714,26 @@ async fn effective_permissions_are_the_union_of_the_users_groups() {
     );
     let mut tx = begin(&app, &tenant).await;
     groups::set_permissions(
-        &mut tx,
+        &mut tx.db(),
         basic_user,
         &BTreeSet::from(["profile.read".to_owned()]),
     )
     .await
     .unwrap();
-    groups::add_platform_members(&mut tx, support.id, &[member, newcomer], "t")
+    groups::add_platform_members(&mut tx.db(), support.id, &[member, newcomer], "t")
         .await
         .unwrap();
     tx.commit().await.unwrap();
     add_members(&app, &tenant, sales.id, &[member]).await;
 
     let mut tx = begin(&app, &tenant).await;
-    let of_member = groups::effective_permissions(&mut tx, member)
+    let of_member = groups::effective_permissions(&mut tx.db(), member)
         .await
         .unwrap();
-    let of_newcomer = groups::effective_permissions(&mut tx, newcomer)
+    let of_newcomer = groups::effective_permissions(&mut tx.db(), newcomer)
         .await
         .unwrap();
-    let of_inactive = groups::effective_permissions(&mut tx, inactive)
+    let of_inactive = groups::effective_permissions(&mut tx.db(), inactive)
         .await
         .unwrap();
 
@@ -804,7 +806,7 @@ async fn the_cli_creates_lists_updates_and_deletes_groups_with_an_audit_trail() 
     .await;
     assert!(updated, "{stderr}");
     let mut tx = begin(&app, &tenant).await;
-    let after_update = groups::get(&mut tx, group_id).await.unwrap().unwrap();
+    let after_update = groups::get(&mut tx.db(), group_id).await.unwrap().unwrap();
     drop(tx);
     let basic_after_update = basic_user_members(&app, &tenant).await;
     let (refused, _, refusal) = roster_group(&["delete", slug, &basic_user]).await;
@@ -829,7 +831,7 @@ async fn the_cli_creates_lists_updates_and_deletes_groups_with_an_audit_trail() 
     );
     assert!(deleted, "{stderr}");
     let mut tx = begin(&app, &tenant).await;
-    assert!(groups::get(&mut tx, group_id).await.unwrap().is_none());
+    assert!(groups::get(&mut tx.db(), group_id).await.unwrap().is_none());
     let actions: Vec<String> = sqlx::query_scalar(
         "select action from roster_control.admin_audit where tenant_id = $1 and target = $2 \
          order by id",
@@ -921,7 +923,7 @@ mod model {
             model.synced[g] = synced;
             if !synced {
                 let mut tx = begin(app, &tenant).await;
-                groups::set_sync(&mut tx, ids[g], false, "model")
+                groups::set_sync(&mut tx.db(), ids[g], false, "model")
                     .await
                     .unwrap();
                 tx.commit().await.unwrap();
@@ -938,7 +940,7 @@ mod model {
                 Step::ToggleSync { group } => {
                     model.synced[group] = !model.synced[group];
                     let mut tx = begin(app, &tenant).await;
-                    groups::set_sync(&mut tx, ids[group], model.synced[group], "model")
+                    groups::set_sync(&mut tx.db(), ids[group], model.synced[group], "model")
                         .await
                         .unwrap();
                     tx.commit().await.unwrap();

@@ -3,20 +3,20 @@
 
 use std::collections::BTreeSet;
 
+use crate::helpers::TenantSql;
 use api::directory::groups::{self, Group, NewGroup};
 use api::directory::safety_net;
 use api::directory::users::{self, NewUser};
 use reqwest::Method;
 use serde_json::{json, Value};
-use tenancy::scope::TenantTx;
 use uuid::Uuid;
 
 use crate::helpers::{Reply, TestApp, TestTenant};
 
 pub const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 
-pub async fn begin(app: &TestApp, tenant: &TestTenant) -> TenantTx {
-    tenancy::scope::begin(&app.pool, &tenant.tenant.schema)
+pub async fn begin(app: &TestApp, tenant: &TestTenant) -> TenantSql {
+    TenantSql::begin(&app.pool, &tenant.tenant.schema)
         .await
         .unwrap()
 }
@@ -31,7 +31,7 @@ pub async fn insert_user_with(app: &TestApp, tenant: &TestTenant, active: bool) 
     let email = format!("{}@example.com", id.simple());
     let mut tx = begin(app, tenant).await;
     users::insert(
-        &mut tx,
+        &mut tx.db(),
         &NewUser {
             id,
             user_name: email.clone(),
@@ -50,7 +50,9 @@ pub async fn insert_user_with(app: &TestApp, tenant: &TestTenant, active: bool) 
     )
     .await
     .unwrap();
-    safety_net::restore(&mut tx, &[id], "test").await.unwrap();
+    safety_net::restore(&mut tx.db(), &[id], "test")
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     id
 }
@@ -86,7 +88,9 @@ pub async fn insert_users_bulk(
             .unwrap();
         }
         None => {
-            safety_net::restore(&mut tx, &ids, "test").await.unwrap();
+            safety_net::restore(&mut tx.db(), &ids, "test")
+                .await
+                .unwrap();
         }
     }
     tx.commit().await.unwrap();
@@ -106,7 +110,7 @@ pub async fn create_group_with(
 ) -> Group {
     let mut tx = begin(app, tenant).await;
     let group = groups::create(
-        &mut tx,
+        &mut tx.db(),
         &NewGroup {
             display_name: format!("Group {}", Uuid::new_v4().simple()),
             external_id: synced.then(|| Uuid::new_v4().to_string()),

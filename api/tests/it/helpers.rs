@@ -37,6 +37,7 @@ pub fn test_config() -> ServeConfig {
             database_url: database_url().parse().expect("infallible"),
             db_max_connections: 10,
             db_acquire_timeout_ms: 2000,
+            db_statement_cache: 2000,
             redis_url: redis_url().parse().expect("infallible"),
         },
         listen: "127.0.0.1:0".parse().expect("a socket address"),
@@ -252,7 +253,7 @@ impl TestApp {
     /// The tenant's journal, oldest first, after pending read entries are written.
     pub async fn journal(&self, tenant: &TestTenant) -> Vec<JournalRow> {
         self.running.state.journal.flush().await;
-        let mut tx = tenancy::scope::begin(&self.pool, &tenant.tenant.schema)
+        let mut tx = TenantSql::begin(&self.pool, &tenant.tenant.schema)
             .await
             .expect("scoped");
         let rows = sqlx::query_as(
@@ -268,7 +269,7 @@ impl TestApp {
 
     /// How many users the tenant has.
     pub async fn user_count(&self, tenant: &TestTenant) -> i64 {
-        let mut tx = tenancy::scope::begin(&self.pool, &tenant.tenant.schema)
+        let mut tx = TenantSql::begin(&self.pool, &tenant.tenant.schema)
             .await
             .expect("scoped");
         let count = sqlx::query_scalar("select count(*) from users")
@@ -277,5 +278,54 @@ impl TestApp {
             .expect("countable");
         tx.commit().await.expect("committed");
         count
+    }
+}
+
+/// A transaction whose `search_path` is one tenant's schema, so a test's own SQL can name the
+/// tenant's tables unqualified. Roster itself never scopes by `search_path` (see
+/// `tenancy::scope`); this is only for inspecting and arranging data in tests.
+pub struct TenantSql {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    schema: tenancy::SchemaName,
+}
+
+impl TenantSql {
+    pub async fn begin(pool: &PgPool, schema: &tenancy::SchemaName) -> sqlx::Result<Self> {
+        let tx = pool
+            .begin_with(format!(
+                "begin; set local search_path to {}",
+                schema.quoted()
+            ))
+            .await?;
+        Ok(TenantSql {
+            tx,
+            schema: schema.clone(),
+        })
+    }
+
+    /// The transaction as Roster's directory functions take it.
+    pub fn db(&mut self) -> tenancy::scope::TenantDb<'_> {
+        tenancy::scope::TenantDb {
+            conn: &mut self.tx,
+            schema: &self.schema,
+        }
+    }
+
+    pub async fn commit(self) -> sqlx::Result<()> {
+        self.tx.commit().await
+    }
+}
+
+impl std::ops::Deref for TenantSql {
+    type Target = sqlx::PgConnection;
+
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for TenantSql {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
     }
 }

@@ -20,6 +20,7 @@ async fn fresh_database() -> (PgPool, String) {
         url: url.clone(),
         max_connections: 4,
         acquire_timeout: std::time::Duration::from_secs(5),
+        statement_cache: 100,
     })
     .await
     .unwrap();
@@ -127,7 +128,9 @@ async fn a_new_tenant_starts_at_the_current_version_with_its_basic_user_group() 
     let tenant = tenancy::tenants::create(&pool, &unique_slug(), "T")
         .await
         .unwrap();
-    let mut tx = tenancy::scope::begin(&pool, &tenant.schema).await.unwrap();
+    let mut tx = crate::helpers::TenantSql::begin(&pool, &tenant.schema)
+        .await
+        .unwrap();
     let basic: Vec<String> =
         sqlx::query_scalar("select display_name from groups where is_basic_user")
             .fetch_all(&mut *tx)

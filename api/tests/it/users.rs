@@ -460,7 +460,7 @@ async fn a_new_user_lands_in_basic_user() {
         .await;
     let id: uuid::Uuid = created.body["id"].as_str().unwrap().parse().unwrap();
 
-    let mut tx = tenancy::scope::begin(&app.pool, &tenant.tenant.schema)
+    let mut tx = crate::helpers::TenantSql::begin(&app.pool, &tenant.tenant.schema)
         .await
         .unwrap();
     let source: Option<String> = sqlx::query_scalar(
@@ -485,7 +485,7 @@ async fn the_journal_is_pruned_by_the_tenants_retention() {
     let (app, tenant) = app_and_tenant().await;
     app.post_user(&tenant, "old@contoso.com", "old@contoso.com")
         .await;
-    let mut tx = tenancy::scope::begin(&app.pool, &tenant.tenant.schema)
+    let mut tx = crate::helpers::TenantSql::begin(&app.pool, &tenant.tenant.schema)
         .await
         .unwrap();
     sqlx::query("update journal set at = now() - interval '31 days'")
