@@ -18,11 +18,16 @@
 #            iterations k6 could not start in time are reported but do not fail this profile]
 #   tenants  times creating 1,000 tenants and migrating all of them for one more tenant
 #            migration, in a database of its own [1,000 tenants, 8 at a time]
+#   faults   the Entra mix at a steady rate while Redis, Postgres, FusionAuth and the connection
+#            pool are broken in turn, each a phase with its own verdict (load-tests/faults.sh);
+#            runs its own Postgres and Redis [20 tenants, 150 req/s, 150 s of load in all;
+#            --short: 5 tenants, 100 req/s, 74 s; --phase redis,postgres,fusionauth,pool]
 #
 # Options: --tenants N  --rate R  --duration 60s  --ramp 10s  --users N (existing users per new
 #   tenant)  --groups N  --batch N (members per PATCH)  --mix SPEC (see k6/entra-cycle.js)
 #   --p95 MS  --p99 MS  --dropped-max N (iterations k6 may fail to start; default 0)
 #   --jobs N (tenant creates or migrations at once)  --db NAME  --no-build
+#   --phase LIST  --short (faults only; --short sets --tenants and --rate: give them after it)
 #
 # Environment: CARGO_BUILD_JOBS (default 2); LOAD_PORT (default 18080: the server; the
 # replicas, the balancer and the FusionAuth double use the next few ports).
@@ -35,6 +40,8 @@ self=$(readlink -f "$0")
 cd "$(dirname "$self")/.."
 root=$PWD
 here=$root/load-tests
+# shellcheck source=load-tests/faults.sh
+. "$here/faults.sh"
 
 usage() { sed -n '2,/^set -euo/p' "$self" | sed '$d' | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 
@@ -42,7 +49,7 @@ profile=${1:-}
 [ -n "$profile" ] || usage
 shift
 case $profile in
-  smoke | entra | scale | support | restart | tenants) ;;
+  smoke | entra | scale | support | restart | tenants | faults) ;;
   -h | --help) usage 0 ;;
   *) echo "run.sh: unknown profile '$profile'" >&2; usage ;;
 esac
@@ -58,8 +65,10 @@ case $profile in
   support) rate=50 p95=50 p99=100 ;;
   restart) tenants=20 rate=200 p95=250 p99=1000 dropped_max=1000000000 ;;
   tenants) tenants=1000 jobs=8 ;;
+  faults) tenants=20 rate=150 p95=5000 p99=5000 dropped_max=1000000000 ;;
 esac
 db=roster_load
+[ "$profile" != faults ] || db=roster_faults
 build=1
 arguments="$*"
 while [ $# -gt 0 ]; do
@@ -78,6 +87,8 @@ while [ $# -gt 0 ]; do
     --jobs) jobs=$2; shift 2 ;;
     --db) db=$2; shift 2 ;;
     --no-build) build=0; shift ;;
+    --phase) faults_phases=$2; shift 2 ;;
+    --short) faults_short=1; tenants=5; rate=100; shift ;;
     -h | --help) usage 0 ;;
     *) echo "run.sh: unknown option '$1'" >&2; usage ;;
   esac
@@ -97,13 +108,15 @@ now() { date +%s.%N; }
 
 # --- Everything started here is stopped on exit -------------------------------------------
 pidfiles=()
+exit_hooks=()
 cleanup() {
-  local pidfile pid
+  local pidfile pid hook
   for pidfile in "${pidfiles[@]}"; do
     pid=$(cat "$pidfile" 2>/dev/null) || continue
     kill "$pid" 2>/dev/null || true
   done
   wait 2>/dev/null || true
+  for hook in "${exit_hooks[@]}"; do "$hook" || true; done
 }
 trap cleanup EXIT
 
@@ -179,7 +192,7 @@ seed() {
   "$roster" migrate >"$out/migrate.log" 2>&1 || { cat "$out/migrate.log" >&2; exit 1; }
   python3 "$here/seed.py" --db "$pg/$db" --roster "$roster" --tenants "$tenants" \
     --users "$users" --groups "$groups" --jobs "$jobs" --state "$here/.state/$db.json" \
-    --out "$out/seed.json" --fa-url "http://127.0.0.1:$fa_port" --fa-tenant "$fa_tenant"
+    --out "$out/seed.json" --fa-url "${fa_url:-http://127.0.0.1:$fa_port}" --fa-tenant "$fa_tenant"
 }
 
 # start_server NAME PORT: a release `roster serve` on loopback.
@@ -356,5 +369,7 @@ case $profile in
   scale) profile_scale ;;
   support) profile_support ;;
   restart) profile_restart ;;
+  faults) profile_faults ;;
 esac
 summarize
+[ "$faults_failed" = 0 ] || { log "a faults phase failed its expectations: $out/faults.json"; exit 1; }

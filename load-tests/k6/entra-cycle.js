@@ -23,10 +23,20 @@
 // RAMP (ramp-up before DURATION; 0s = constant rate), MIX (share of requests per flow, e.g.
 // "probe:5,provision:20,group:30,rematch:45"), BATCH (members per PATCH), P95_MS and P99_MS
 // (per-operation thresholds), DROPPED_MAX (iterations k6 may fail to start), MAX_VUS,
+// VU_SECONDS (how long an iteration may take when sizing each flow's VUs; default 0.2),
 // RUN_ID (makes created users unique across runs).
+//
+// FAULTS=1 (the `faults` profile, while a dependency is being broken): a 503 that carries
+// `Retry-After` is an accepted answer (Entra retries it later) and ends the flow; a 503 without
+// it, or any other unexpected status, counts in `scim_unexpected` / `scim_503_no_retry_after`,
+// whose thresholds are zero. Every write and every 503 is logged as one JSON line on the console
+// (run k6 with K6_LOG_FORMAT=raw K6_CONSOLE_OUTPUT=FILE) so the runner can check afterwards that
+// no acknowledged write was lost and retry the refused creates as Entra would.
+// REQUEST_TIMEOUT (default 60s) bounds every request; a request cut by it fails the run.
 
 import http from 'k6/http';
 import { check } from 'k6';
+import { Counter, Trend } from 'k6/metrics';
 import { SharedArray } from 'k6/data';
 import exec from 'k6/execution';
 
@@ -49,7 +59,19 @@ const P95_MS = envNumber('P95_MS', 25);
 const P99_MS = envNumber('P99_MS', 50);
 const DROPPED_MAX = envNumber('DROPPED_MAX', 0);
 const MAX_VUS = envNumber('MAX_VUS', 300);
+const VU_SECONDS = envNumber('VU_SECONDS', 0.2);
 const MIX = envString('MIX', 'probe:5,provision:20,group:30,rematch:45');
+const FAULTS = envString('FAULTS', '') !== '';
+const REQUEST_TIMEOUT = envString('REQUEST_TIMEOUT', '60s');
+
+// Under FAULTS a 503 is an answer the client is meant to retry, not a failed request.
+if (FAULTS) {
+  http.setResponseCallback(http.expectedStatuses({ min: 200, max: 399 }, 503));
+}
+const unavailable = new Counter('scim_503');
+const unavailableWithoutRetryAfter = new Counter('scim_503_no_retry_after');
+const unavailableDuration = new Trend('scim_503_duration', true);
+const unexpected = new Counter('scim_unexpected');
 
 const PATCH_OP = 'urn:ietf:params:scim:api:messages:2.0:PatchOp';
 const USER_SCHEMA = 'urn:ietf:params:scim:schemas:core:2.0:User';
@@ -89,6 +111,7 @@ function buildOptions() {
       duration: DURATION,
       ramp: RAMP,
       maxVus: MAX_VUS,
+      vuSeconds: VU_SECONDS,
     });
     ops.push(...FLOWS[flow].ops);
   }
@@ -100,10 +123,24 @@ function buildOptions() {
       dropped_iterations: [`count<=${DROPPED_MAX}`],
       http_req_duration: [`p(99)<${P99_MS}`],
       ...opThresholds(ops, P95_MS, P99_MS),
+      ...(FAULTS ? faultThresholds(ops) : {}),
     },
     summaryTrendStats: ['avg', 'min', 'med', 'max', 'p(90)', 'p(95)', 'p(99)'],
     discardResponseBodies: false,
   };
+}
+
+/** Under FAULTS: no 503 without Retry-After, no unexpected status; per-op 503 counts kept. */
+function faultThresholds(ops) {
+  const thresholds = {
+    scim_503_no_retry_after: ['count==0'],
+    scim_unexpected: ['count==0'],
+    scim_503_duration: ['max>=0'],
+  };
+  for (const op of ops) {
+    thresholds[`scim_503{op:${op}}`] = ['count>=0'];
+  }
+  return thresholds;
 }
 
 export const options = buildOptions();
@@ -129,7 +166,35 @@ function pickTenant() {
 }
 
 function params(headers, op) {
-  return { headers, tags: { op, name: op } };
+  return { headers, tags: { op, name: op }, timeout: REQUEST_TIMEOUT };
+}
+
+/** One line of the FAULTS write log. */
+function record(entry) {
+  console.log(JSON.stringify({ ts: Date.now(), ...entry }));
+}
+
+/**
+ * Checks a response. Under FAULTS a 503 with `Retry-After` passes (and is counted and logged),
+ * a 503 without it and any status `ok` refuses are counted. Returns true only when `ok` holds,
+ * i.e. when the flow may go on.
+ */
+function answered(res, op, name, ok) {
+  if (FAULTS && res.status === 503) {
+    const retryAfter = Boolean(res.headers['Retry-After']);
+    unavailable.add(1, { op });
+    unavailableDuration.add(res.timings.duration, { op });
+    if (!retryAfter) unavailableWithoutRetryAfter.add(1, { op });
+    record({ w: '503', op, retryAfter, ms: Math.round(res.timings.duration) });
+    check(res, { [`${op}: 503 with Retry-After`]: () => retryAfter });
+    return false;
+  }
+  const passed = check(res, { [name]: ok });
+  if (FAULTS && !passed) {
+    unexpected.add(1, { op });
+    record({ w: 'unexpected', op, status: res.status, ms: Math.round(res.timings.duration) });
+  }
+  return passed;
 }
 
 /** Entra's match query on the work email, encoded the way Entra sends it. */
@@ -146,9 +211,12 @@ function listCount(res) {
 export function probe() {
   const t = pickTenant();
   const res = http.get(matchUrl(t, guid()), params(t.headers, 'probe'));
-  check(res, {
-    'probe: 200 empty ListResponse': (r) => r.status === 200 && listCount(r) === 0,
-  });
+  answered(
+    res,
+    'probe',
+    'probe: 200 empty ListResponse',
+    (r) => r.status === 200 && listCount(r) === 0,
+  );
 }
 
 /** Entra's create body for Roster's mapping (reference/entra-client.md §4.3). */
@@ -190,9 +258,12 @@ export function provision(data) {
   const email = `${nickname}@${t.tenant.slug}.load.example`;
 
   const match = http.get(matchUrl(t, email), params(t.headers, 'user_match'));
-  const unmatched = check(match, {
-    'user_match: 200 no match': (r) => r.status === 200 && listCount(r) === 0,
-  });
+  const unmatched = answered(
+    match,
+    'user_match',
+    'user_match: 200 no match',
+    (r) => r.status === 200 && listCount(r) === 0,
+  );
   if (!unmatched) return;
 
   const created = http.post(
@@ -200,9 +271,16 @@ export function provision(data) {
     createBody(email, nickname),
     params(t.headers, 'user_create'),
   );
-  check(created, {
-    'user_create: 201 with id': (r) => r.status === 201 && /"id":\s*"[0-9a-f-]{36}"/.test(r.body),
-  });
+  const ok = answered(
+    created,
+    'user_create',
+    'user_create: 201 with id',
+    (r) => r.status === 201 && /"id":\s*"[0-9a-f-]{36}"/.test(r.body),
+  );
+  if (FAULTS) {
+    const id = ok ? /"id":\s*"([0-9a-f-]{36})"/.exec(created.body)[1] : null;
+    record({ w: 'create', status: created.status, tenant: t.tenant.slug, userName: email, id });
+  }
 }
 
 export function group() {
@@ -211,10 +289,12 @@ export function group() {
   const filter = `externalId+eq+%22${target.externalId}%22`;
   const url = `${t.base}/Groups?${t.flag}excludedAttributes=members&filter=${filter}`;
   const match = http.get(url, params(t.headers, 'group_match'));
-  const found = check(match, {
-    'group_match: 200 one group': (r) =>
-      r.status === 200 && listCount(r) === 1 && r.body.includes(`"id":"${target.id}"`),
-  });
+  const found = answered(
+    match,
+    'group_match',
+    'group_match: 200 one group',
+    (r) => r.status === 200 && listCount(r) === 1 && r.body.includes(`"id":"${target.id}"`),
+  );
   if (!found) return;
 
   const members = sample(t.tenant.users, BATCH).map((u) => ({ $ref: null, value: u.id }));
@@ -223,15 +303,21 @@ export function group() {
     Operations: [{ op: 'Add', path: 'members', value: members }],
   });
   const patched = http.patch(`${t.base}/Groups/${target.id}`, body, params(t.headers, 'group_patch'));
-  check(patched, { 'group_patch: 204': (r) => r.status === 204 });
+  answered(patched, 'group_patch', 'group_patch: 204', (r) => r.status === 204);
+  if (FAULTS) {
+    const ids = members.map((m) => m.value);
+    record({ w: 'members', status: patched.status, tenant: t.tenant.slug, group: target.id, ids });
+  }
 }
 
 export function rematch() {
   const t = pickTenant();
   const user = t.tenant.users[Math.floor(Math.random() * t.tenant.users.length)];
   const res = http.get(matchUrl(t, user.email), params(t.headers, 'user_rematch'));
-  check(res, {
-    'user_rematch: 200 the user': (r) =>
-      r.status === 200 && listCount(r) === 1 && r.body.includes(`"id":"${user.id}"`),
-  });
+  answered(
+    res,
+    'user_rematch',
+    'user_rematch: 200 the user',
+    (r) => r.status === 200 && listCount(r) === 1 && r.body.includes(`"id":"${user.id}"`),
+  );
 }

@@ -38,15 +38,16 @@ export function seconds(duration) {
  * An arrival-rate scenario running `exec` `perSecond` times a second: constant, or ramping
  * from zero over `ramp` first. Rates are expressed per ten seconds so that fractional rates
  * survive k6's integer `rate`. VUs are allocated up front for ~50 ms per iteration (k6 drops an
- * iteration that finds no free VU while it starts another) and may grow to what ~200 ms would
- * need (capped by `maxVus`); when even that is not enough k6 drops iterations and
- * reports them as `dropped_iterations`, which the thresholds watch: an open workload must not
- * quietly slow down to what the server manages.
+ * iteration that finds no free VU while it starts another) and may grow to what `vuSeconds`
+ * (default 0.2 s) per iteration would need (capped by `maxVus`); when even that is not enough
+ * k6 drops iterations and reports them as `dropped_iterations`, which the thresholds watch: an
+ * open workload must not quietly slow down to what the server manages.
  */
-export function arrivalScenario(exec, perSecond, { duration, ramp, maxVus }) {
+export function arrivalScenario(exec, perSecond, { duration, ramp, maxVus, vuSeconds = 0.2 }) {
   const per10s = Math.max(1, Math.round(perSecond * 10));
   const preAllocatedVUs = Math.max(5, Math.ceil(perSecond * 0.05) + 2);
-  const maxVUs = Math.max(preAllocatedVUs, Math.min(maxVus, Math.ceil(perSecond * 0.2) + 20));
+  const grown = Math.ceil(perSecond * vuSeconds) + 20;
+  const maxVUs = Math.max(preAllocatedVUs, Math.min(maxVus, grown));
   const common = { exec, timeUnit: '10s', preAllocatedVUs, maxVUs, gracefulStop: '10s' };
   if (seconds(ramp) > 0) {
     return {
