@@ -3,8 +3,12 @@
 //! Writes record their entry in their own transaction, so the journal never claims a change
 //! that did not commit. Reads (Entra's match queries, most of the traffic) must not write on the
 //! request path, so their entries — and the `last_synced_at` stamps of groups they read — go
-//! through [`JournalWriter`], which batches them per tenant in the background. A crash can lose
-//! the last fraction of a second of read entries; it never loses a change.
+//! through [`JournalWriter`], which batches them per tenant in the background. A batch that
+//! Postgres cannot take (restarting, unreachable, no free pooled connection) is kept and tried
+//! again, up to `RETRY_CAPACITY` entries, so an outage does not erase the reads served around
+//! it (a batch whose commit was acknowledged but whose answer was lost may be written twice).
+//! A crash of Roster can lose the last fraction of a second of read entries; it never loses a
+//! change.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -19,6 +23,9 @@ use uuid::Uuid;
 const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 const BATCH_LIMIT: usize = 1_000;
 const QUEUE_CAPACITY: usize = 50_000;
+/// Most read entries (and group stamps) kept for another try while Postgres is unavailable;
+/// past it, batches that fail are dropped with a warning.
+const RETRY_CAPACITY: usize = 50_000;
 
 /// What a request did, in the journal's vocabulary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +168,12 @@ struct Pending {
     groups_read: Vec<Uuid>,
 }
 
+impl Pending {
+    fn len(&self) -> usize {
+        self.entries.len() + self.groups_read.len()
+    }
+}
+
 impl JournalWriter {
     /// Starts the background writer; it stops when every handle is dropped.
     pub fn spawn(pool: PgPool) -> Self {
@@ -197,7 +210,9 @@ impl JournalWriter {
 
 async fn run(pool: PgPool, mut receiver: mpsc::Receiver<Message>) {
     let mut pending: HashMap<SchemaName, Pending> = HashMap::new();
+    // Entries that arrived since the last write, and entries kept from a failed one.
     let mut queued = 0usize;
+    let mut retained = 0usize;
     let mut ticker = tokio::time::interval(FLUSH_INTERVAL);
     loop {
         tokio::select! {
@@ -211,55 +226,87 @@ async fn run(pool: PgPool, mut receiver: mpsc::Receiver<Message>) {
                     queued += 1;
                 }
                 Some(Message::Flush(done)) => {
-                    write_all(&pool, std::mem::take(&mut pending)).await;
+                    retained = write_all(&pool, &mut pending).await;
                     queued = 0;
                     let _ = done.send(());
                 }
                 None => {
-                    write_all(&pool, pending).await;
+                    let lost = write_all(&pool, &mut pending).await;
+                    if lost > 0 {
+                        tracing::warn!(entries = lost, "journal entries lost at shutdown");
+                    }
                     return;
                 }
             },
             _ = ticker.tick() => {
-                if queued > 0 {
-                    write_all(&pool, std::mem::take(&mut pending)).await;
+                if queued > 0 || retained > 0 {
+                    retained = write_all(&pool, &mut pending).await;
                     queued = 0;
                 }
             }
         }
         if queued >= BATCH_LIMIT {
-            write_all(&pool, std::mem::take(&mut pending)).await;
+            retained = write_all(&pool, &mut pending).await;
             queued = 0;
         }
     }
 }
 
-async fn write_all(pool: &PgPool, pending: HashMap<SchemaName, Pending>) {
-    for (schema, batch) in pending {
-        if let Err(e) = write_batch(pool, &schema, batch).await {
-            tracing::warn!(tenant.schema = %schema, error = %e, "could not write journal batch");
+/// Writes every tenant's batch. Batches Postgres cannot take now stay in `pending`, ahead of
+/// what arrives next, for the next try; once one fails that way the rest are not tried (they
+/// would only wait out the same outage). Returns how many entries stayed.
+async fn write_all(pool: &PgPool, pending: &mut HashMap<SchemaName, Pending>) -> usize {
+    let mut retained = 0usize;
+    let mut unavailable = false;
+    for (schema, batch) in std::mem::take(pending) {
+        if !unavailable {
+            match write_batch(pool, &schema, &batch)
+                .await
+                .map_err(tenancy::Error::from)
+            {
+                Ok(()) => continue,
+                Err(e) if e.is_unavailable() => {
+                    tracing::warn!(tenant.schema = %schema, error = %e,
+                        "journal batches wait: Postgres is unavailable");
+                    unavailable = true;
+                }
+                Err(e) => {
+                    tracing::warn!(tenant.schema = %schema, error = %e,
+                        "could not write journal batch");
+                    continue;
+                }
+            }
         }
+        if retained + batch.len() > RETRY_CAPACITY {
+            tracing::warn!(tenant.schema = %schema, entries = batch.len(),
+                "journal batch dropped: too many entries are waiting for Postgres");
+            continue;
+        }
+        retained += batch.len();
+        pending.insert(schema, batch);
     }
+    retained
 }
 
 async fn write_batch(
     pool: &PgPool,
     schema: &SchemaName,
-    mut batch: Pending,
+    batch: &Pending,
 ) -> Result<(), sqlx::Error> {
     let mut tx = tenancy::scope::begin(pool, schema).await?;
     let mut db = tx.db();
     record(&mut db, &batch.entries).await?;
     if !batch.groups_read.is_empty() {
-        batch.groups_read.sort_unstable();
-        batch.groups_read.dedup();
+        let mut groups_read = batch.groups_read.clone();
+        groups_read.sort_unstable();
+        groups_read.dedup();
         // Lock in id order so that two replicas stamping overlapping groups cannot deadlock.
         sqlx::query(&format!(
             "update {s}.groups set last_synced_at = now() where id in \
              (select id from {s}.groups where id = any($1) order by id for no key update)",
             s = db.schema
         ))
-        .bind(&batch.groups_read)
+        .bind(&groups_read)
         .execute(&mut *db.conn)
         .await?;
     }

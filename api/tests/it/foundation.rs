@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use api::directory::journal::{Entry, Outcome};
 use chrono::Utc;
 use reqwest::Method;
 use tenancy::tenants::{self, SettingsUpdate, TenantStatus};
@@ -702,4 +703,34 @@ async fn an_exhausted_pool_answers_503_quickly_instead_of_hanging() {
     assert!(reply.header("retry-after").is_some());
     assert!(waited < Duration::from_secs(2), "waited {waited:?}");
     assert_eq!(after.status, 200, "recovers once a connection is free");
+}
+
+#[tokio::test]
+async fn read_journal_entries_wait_out_a_starved_pool_instead_of_being_dropped() {
+    let app = spawn_app_with(|config| {
+        config.store.db_max_connections = 1;
+        config.store.db_acquire_timeout_ms = 100;
+    })
+    .await;
+    let tenant = app.create_tenant().await;
+    let held = app.running.state.pool.acquire().await.unwrap();
+
+    let entry = Entry::new("starved-read", "scim.users.list", Outcome::Matched, 200);
+    app.running
+        .state
+        .journal
+        .submit(&tenant.tenant.schema, entry);
+    // Several flushes run meanwhile, and each finds no free connection.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    drop(held);
+    let journal = app.journal(&tenant).await;
+
+    let written = journal
+        .iter()
+        .filter(|row| row.operation == "scim.users.list")
+        .count();
+    assert_eq!(
+        written, 1,
+        "the entry was dropped or written twice: {journal:?}"
+    );
 }
