@@ -135,6 +135,28 @@ def stored(db, schema_of, run_id):
     return users, members
 
 
+def journal_entries(db, schema_of, run_id):
+    """The phase's journal entries by outcome, and how many of k6's requests they tell of.
+    k6 sends `X-Request-Id: <run id>-<vu>-<n>`; a member-add PATCH writes one entry per member
+    and a create one more for the safety net, all under the request's id."""
+    if not schema_of:
+        return {"entries": 0, "requests_journaled": 0, "by_outcome": {}}
+    sql = " union all ".join(
+        f'select request_id, outcome from "{schema}".journal '
+        f"where request_id like '{run_id}-%'"
+        for schema in schema_of.values()
+    )
+    rows = psql(db, f"select coalesce(request_id, ''), outcome from ({sql}) j;")
+    by_outcome = {}
+    for _, outcome in rows:
+        by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
+    return {
+        "entries": len(rows),
+        "requests_journaled": len({request_id for request_id, _ in rows if request_id}),
+        "by_outcome": by_outcome,
+    }
+
+
 def lost_writes(writes, users, members):
     created = [w for w in writes if w.get("w") == "create" and w.get("status") == 201]
     added = [w for w in writes if w.get("w") == "members" and w.get("status") == 204]
@@ -242,6 +264,13 @@ def judge(args):
     checks["no acknowledged member-add lost"] = nothing_lost["members_lost"] == 0
     verdict["writes"]["users_stored"] = len(users)
 
+    # Every SCIM request leaves a journal entry; reads are written in batches off the request
+    # path, so the count is taken once the run is over.
+    journal = journal_entries(args.db, schema_of, args.run_id)
+    verdict["journal"] = {"requests": figures["requests"], **journal}
+    if args.phase in ("redis", "fusionauth"):
+        checks["every request journaled"] = journal["requests_journaled"] == figures["requests"]
+
     fast = f"503 fast (max < {args.fast_ms} ms)"
     if args.phase == "redis":
         checks["no 503 at all"] = figures["503"] == 0
@@ -281,7 +310,7 @@ def report(phase, verdict):
     w = verdict["writes"]
     print(f"    writes: {w['creates_acknowledged']} creates and {w['members_acknowledged']} "
           f"member adds acknowledged; lost {w['creates_lost']} creates, {w['members_lost']} members")
-    for key in ("entra_retries", "double", "recovery_secs_after_fault_cleared"):
+    for key in ("journal", "entra_retries", "double", "recovery_secs_after_fault_cleared"):
         if key in verdict:
             print(f"    {key}: {json.dumps(verdict[key])}")
     for name, ok in verdict["checks"].items():

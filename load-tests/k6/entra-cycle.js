@@ -31,7 +31,9 @@
 // it, or any other unexpected status, counts in `scim_unexpected` / `scim_503_no_retry_after`,
 // whose thresholds are zero. Every write and every 503 is logged as one JSON line on the console
 // (run k6 with K6_LOG_FORMAT=raw K6_CONSOLE_OUTPUT=FILE) so the runner can check afterwards that
-// no acknowledged write was lost and retry the refused creates as Entra would.
+// no acknowledged write was lost and retry the refused creates as Entra would. Each request
+// carries an `X-Request-Id` of RUN_ID, the VU and a sequence number, which Roster keeps in its
+// journal, so the runner can tell whether every request was journaled.
 // REQUEST_TIMEOUT (default 60s) bounds every request; a request cut by it fails the run.
 
 import http from 'k6/http';
@@ -63,6 +65,8 @@ const VU_SECONDS = envNumber('VU_SECONDS', 0.2);
 const MIX = envString('MIX', 'probe:5,provision:20,group:30,rematch:45');
 const FAULTS = envString('FAULTS', '') !== '';
 const REQUEST_TIMEOUT = envString('REQUEST_TIMEOUT', '60s');
+const REQUEST_ID_PREFIX = envString('RUN_ID', 'k6');
+let requestSeq = 0;
 
 // Under FAULTS a 503 is an answer the client is meant to retry, not a failed request.
 if (FAULTS) {
@@ -166,6 +170,11 @@ function pickTenant() {
 }
 
 function params(headers, op) {
+  if (FAULTS) {
+    requestSeq += 1;
+    const id = `${REQUEST_ID_PREFIX}-${exec.vu.idInTest}-${requestSeq}`;
+    headers = { ...headers, 'X-Request-Id': id };
+  }
   return { headers, tags: { op, name: op }, timeout: REQUEST_TIMEOUT };
 }
 
