@@ -22,9 +22,10 @@ use chrono::{DateTime, Utc};
 use tenancy::scope::TenantDb;
 use uuid::Uuid;
 
+use super::conflict_of;
 use super::journal::{self, Entry, Outcome};
+use super::listing::{self, Listing, Page};
 use super::safety_net::{self, Moves};
-use super::{bind_filter, conflict_of};
 use crate::scim::filter::SqlFilter;
 use crate::scim::patch::GroupChange;
 
@@ -83,26 +84,12 @@ pub struct Member {
     pub display: String,
 }
 
-/// One page of a listing and how many groups matched in all.
-#[derive(Debug)]
-pub struct Page {
-    pub total: i64,
-    pub groups: Vec<Group>,
-}
-
 /// A group with its member count, for operator listings.
 #[derive(Debug, sqlx::FromRow)]
 pub struct Counted {
     #[sqlx(flatten)]
     pub group: Group,
     pub member_count: i64,
-}
-
-#[derive(sqlx::FromRow)]
-struct WithTotal {
-    #[sqlx(flatten)]
-    group: Group,
-    total: i64,
 }
 
 /// What a SCIM membership change did.
@@ -202,59 +189,19 @@ pub async fn get_synced(db: &mut TenantDb<'_>, id: Uuid) -> Result<Option<Group>
 }
 
 /// Synced groups matching `filter` (over the unaliased `groups` table, placeholders from `$1`),
-/// oldest first, `limit` from `offset`. One round trip: the total rides along as a window count.
+/// oldest first, `limit` from `offset`.
 pub async fn list_synced(
     db: &mut TenantDb<'_>,
     filter: Option<&SqlFilter>,
     offset: i64,
     limit: i64,
-) -> Result<Page, sqlx::Error> {
-    let condition = filter.map_or("true", |f| f.sql.as_str());
-    let binds = filter.map_or(&[][..], |f| f.binds.as_slice());
-    if limit == 0 {
-        let total = count_synced(db, filter).await?;
-        return Ok(Page {
-            total,
-            groups: Vec::new(),
-        });
-    }
-    let sql = format!(
-        "select {COLUMNS}, count(*) over () as total from {s}.groups \
-         where {SYNCED} and {condition} order by created_at, id offset ${} limit ${}",
-        binds.len() + 1,
-        binds.len() + 2,
-        s = db.schema
-    );
-    let rows: Vec<WithTotal> = bind_filter(sqlx::query_as(&sql), binds)
-        .bind(offset)
-        .bind(limit)
-        .fetch_all(&mut *db.conn)
-        .await?;
-    let total = match rows.first() {
-        Some(row) => row.total,
-        None if offset > 0 => count_synced(db, filter).await?,
-        None => 0,
+) -> Result<Page<Group>, sqlx::Error> {
+    let synced = Listing {
+        table: "groups",
+        columns: COLUMNS,
+        scope: SYNCED,
     };
-    Ok(Page {
-        total,
-        groups: rows.into_iter().map(|row| row.group).collect(),
-    })
-}
-
-async fn count_synced(
-    db: &mut TenantDb<'_>,
-    filter: Option<&SqlFilter>,
-) -> Result<i64, sqlx::Error> {
-    let condition = filter.map_or("true", |f| f.sql.as_str());
-    let binds = filter.map_or(&[][..], |f| f.binds.as_slice());
-    let sql = format!(
-        "select count(*) from {s}.groups where {SYNCED} and {condition}",
-        s = db.schema
-    );
-    let (total,) = bind_filter(sqlx::query_as::<_, (i64,)>(&sql), binds)
-        .fetch_one(&mut *db.conn)
-        .await?;
-    Ok(total)
+    listing::page(db, &synced, filter, offset, limit).await
 }
 
 /// Every group with its member count, Basic User first, then by name; `limit` from `offset`.

@@ -4,11 +4,10 @@
 
 pub mod groups;
 pub mod journal;
+pub mod listing;
 pub mod provisioning;
 pub mod safety_net;
 pub mod users;
-
-use crate::scim::filter::SqlValue;
 
 /// What can go wrong in the directory, and what the caller should answer.
 #[derive(Debug, thiserror::Error)]
@@ -39,20 +38,4 @@ pub(crate) fn conflict_of(error: &sqlx::Error) -> Option<DirectoryError> {
         resource,
         attribute,
     })
-}
-
-/// Binds filter values in order.
-pub(crate) fn bind_filter<'q, O>(
-    mut query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
-    binds: &'q [SqlValue],
-) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
-    for value in binds {
-        query = match value {
-            SqlValue::Text(v) => query.bind(v.as_str()),
-            SqlValue::Uuid(v) => query.bind(*v),
-            SqlValue::Bool(v) => query.bind(*v),
-            SqlValue::Timestamp(v) => query.bind(*v),
-        };
-    }
-    query
 }

@@ -8,8 +8,9 @@ use tenancy::scope::TenantDb;
 use uuid::Uuid;
 
 use super::journal::{self, Entry, Outcome};
+use super::listing::{self, Listing, Page};
 use super::provisioning::FusionAuthTrace;
-use super::{bind_filter, conflict_of, safety_net, DirectoryError};
+use super::{conflict_of, safety_net, DirectoryError};
 use crate::scim::filter::SqlFilter;
 
 /// Columns every user query selects, in `User`'s order.
@@ -58,20 +59,6 @@ pub struct NewUser {
     pub fusionauth_link: &'static str,
 }
 
-/// One page of a listing and how many users matched in all.
-#[derive(Debug)]
-pub struct Page {
-    pub total: i64,
-    pub users: Vec<User>,
-}
-
-#[derive(sqlx::FromRow)]
-struct Counted {
-    #[sqlx(flatten)]
-    user: User,
-    total: i64,
-}
-
 pub async fn get(db: &mut TenantDb<'_>, id: Uuid) -> Result<Option<User>, sqlx::Error> {
     sqlx::query_as(&format!(
         "select {COLUMNS} from {}.users where id = $1",
@@ -83,53 +70,18 @@ pub async fn get(db: &mut TenantDb<'_>, id: Uuid) -> Result<Option<User>, sqlx::
 }
 
 /// Users matching `filter` (all when `None`), oldest first, `limit` from `offset`.
-/// One round trip: the total rides along as a window count.
 pub async fn list(
     db: &mut TenantDb<'_>,
     filter: Option<&SqlFilter>,
     offset: i64,
     limit: i64,
-) -> Result<Page, sqlx::Error> {
-    let condition = filter.map_or("true", |f| f.sql.as_str());
-    let binds = filter.map_or(&[][..], |f| f.binds.as_slice());
-    let n = binds.len();
-    if limit == 0 {
-        return Ok(Page {
-            total: count(db, filter).await?,
-            users: Vec::new(),
-        });
-    }
-    let sql = format!(
-        "select {COLUMNS}, count(*) over () as total from {}.users where {condition} \
-         order by created_at, id offset ${} limit ${}",
-        db.schema,
-        n + 1,
-        n + 2
-    );
-    let rows: Vec<Counted> = bind_filter(sqlx::query_as(&sql), binds)
-        .bind(offset)
-        .bind(limit)
-        .fetch_all(&mut *db.conn)
-        .await?;
-    let total = match rows.first() {
-        Some(row) => row.total,
-        None if offset > 0 => count(db, filter).await?,
-        None => 0,
+) -> Result<Page<User>, sqlx::Error> {
+    let users = Listing {
+        table: "users",
+        columns: COLUMNS,
+        scope: "true",
     };
-    Ok(Page {
-        total,
-        users: rows.into_iter().map(|row| row.user).collect(),
-    })
-}
-
-async fn count(db: &mut TenantDb<'_>, filter: Option<&SqlFilter>) -> Result<i64, sqlx::Error> {
-    let condition = filter.map_or("true", |f| f.sql.as_str());
-    let binds = filter.map_or(&[][..], |f| f.binds.as_slice());
-    let sql = format!("select count(*) from {}.users where {condition}", db.schema);
-    let (total,) = bind_filter(sqlx::query_as::<_, (i64,)>(&sql), binds)
-        .fetch_one(&mut *db.conn)
-        .await?;
-    Ok(total)
+    listing::page(db, &users, filter, offset, limit).await
 }
 
 /// Which unique attribute an existing user already holds, if any; a cheap check before

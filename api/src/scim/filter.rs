@@ -695,6 +695,9 @@ enum Target {
 struct Column {
     sql: &'static str,
     kind: Kind,
+    /// A unique index guarantees that at most one row holds a given value, compared the way
+    /// this column compares (`lower()` for case-insensitive text).
+    unique: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -748,15 +751,38 @@ const fn column(
         schema,
         name,
         sub_attr,
-        target: Target::Column(Column { sql, kind }),
+        target: Target::Column(Column {
+            sql,
+            kind,
+            unique: false,
+        }),
+    }
+}
+
+/// A column behind a unique index.
+const fn unique_column(
+    schema: &'static str,
+    name: &'static str,
+    sql: &'static str,
+    kind: Kind,
+) -> Attribute {
+    Attribute {
+        schema,
+        name,
+        sub_attr: None,
+        target: Target::Column(Column {
+            sql,
+            kind,
+            unique: true,
+        }),
     }
 }
 
 /// The `users` table.
 pub const USERS: AttributeMap = AttributeMap {
     attributes: &[
-        column(USER_URN, "id", None, "id", Kind::Uuid),
-        column(USER_URN, "userName", None, "user_name", CI_TEXT),
+        unique_column(USER_URN, "id", "id", Kind::Uuid),
+        unique_column(USER_URN, "userName", "user_name", CI_TEXT),
         column(USER_URN, "externalId", None, "external_id", EXACT_TEXT),
         column(USER_URN, "displayName", None, "display_name", CI_TEXT),
         column(USER_URN, "name", Some("givenName"), "given_name", CI_TEXT),
@@ -797,6 +823,7 @@ pub const USERS: AttributeMap = AttributeMap {
                         column: Column {
                             sql: "e->>'value'",
                             kind: CI_TEXT,
+                            unique: false,
                         },
                     },
                     SubAttr {
@@ -804,6 +831,7 @@ pub const USERS: AttributeMap = AttributeMap {
                         column: Column {
                             sql: "e->>'type'",
                             kind: CI_TEXT,
+                            unique: false,
                         },
                     },
                     SubAttr {
@@ -811,6 +839,7 @@ pub const USERS: AttributeMap = AttributeMap {
                         column: Column {
                             sql: "e->>'primary'",
                             kind: Kind::JsonBool,
+                            unique: false,
                         },
                     },
                 ],
@@ -819,6 +848,7 @@ pub const USERS: AttributeMap = AttributeMap {
                     column: Column {
                         sql: "work_email",
                         kind: CI_TEXT,
+                        unique: true,
                     },
                 }],
             }),
@@ -829,8 +859,8 @@ pub const USERS: AttributeMap = AttributeMap {
 /// The `groups` table.
 pub const GROUPS: AttributeMap = AttributeMap {
     attributes: &[
-        column(GROUP_URN, "id", None, "id", Kind::Uuid),
-        column(GROUP_URN, "externalId", None, "external_id", EXACT_TEXT),
+        unique_column(GROUP_URN, "id", "id", Kind::Uuid),
+        unique_column(GROUP_URN, "externalId", "external_id", EXACT_TEXT),
         column(GROUP_URN, "displayName", None, "display_name", CI_TEXT),
         Attribute {
             schema: GROUP_URN,
@@ -846,6 +876,7 @@ pub const GROUPS: AttributeMap = AttributeMap {
                     column: Column {
                         sql: "m.user_id",
                         kind: Kind::Uuid,
+                        unique: false,
                     },
                 }],
                 typed_values: &[],
@@ -947,6 +978,10 @@ pub enum SqlValue {
 pub struct SqlFilter {
     pub sql: String,
     pub binds: Vec<SqlValue>,
+    /// The filter requires equality on a unique column (`userName eq`, `id eq`, Entra's
+    /// `emails[type eq "work"].value eq`), so at most one row can match: a listing needs no
+    /// count, sort or offset.
+    pub at_most_one: bool,
 }
 
 /// Translates a filter over `map` in the tenant's `schema`; placeholders are numbered
@@ -967,7 +1002,33 @@ pub fn to_sql(
     Ok(SqlFilter {
         sql,
         binds: translator.binds,
+        at_most_one: at_most_one(filter, map),
     })
+}
+
+/// Whether `filter` can match at most one row: an `eq` on a unique column, alone or `and`ed
+/// with anything else.
+fn at_most_one(filter: &Filter, map: &AttributeMap) -> bool {
+    let is_unique = |column: &Column, test: &Test| {
+        column.unique
+            && matches!(test, Test::Compare(CompareOp::Eq, value) if *value != Value::Null)
+    };
+    match filter {
+        Filter::Attr { path, test } => match map.find(path).map(|a| &a.target) {
+            Ok(Target::Column(column)) => is_unique(column, test),
+            _ => false,
+        },
+        Filter::ValuePath {
+            attr,
+            filter,
+            then: Some(then),
+        } => multi_valued(map, attr)
+            .ok()
+            .and_then(|values| values.typed_value_column(filter, then))
+            .is_some_and(|column| is_unique(column, &then.test)),
+        Filter::And(left, right) => at_most_one(left, map) || at_most_one(right, map),
+        Filter::Or(..) | Filter::Not(_) | Filter::ValuePath { then: None, .. } => false,
+    }
 }
 
 /// What attribute paths name: the resource's attributes, or the sub-attributes of the values
@@ -2040,6 +2101,42 @@ mod tests {
         ] {
             assert!(user_sql(filter).0.starts_with("exists ("), "{filter}");
         }
+    }
+
+    #[test]
+    fn equality_on_a_unique_column_matches_at_most_one_row() {
+        let id = "2819c223-7f76-453a-919d-413861904646";
+        for filter in [
+            r#"emails[type eq "work"].value eq "user@contoso.com""#,
+            r#"userName eq "Alice@Contoso.com""#,
+            &format!(r#"id eq "{id}""#),
+            r#"id eq "not-a-uuid""#,
+            r#"userName eq "a" and active eq true"#,
+            r#"displayName sw "A" and (userName eq "a")"#,
+        ] {
+            assert!(users(filter).unwrap().at_most_one, "{filter}");
+        }
+        for filter in [
+            r#"userName ne "a""#,
+            r#"userName sw "a""#,
+            "userName eq null",
+            r#"userName eq "a" or userName eq "b""#,
+            r#"not (userName eq "a")"#,
+            r#"emails[type eq "home"].value eq "x""#,
+            r#"emails[value eq "x"]"#,
+            r#"emails eq "x""#,
+            r#"externalId eq "x""#,
+            r#"displayName eq "x""#,
+        ] {
+            assert!(!users(filter).unwrap().at_most_one, "{filter}");
+        }
+        assert!(groups(r#"externalId eq "x""#).unwrap().at_most_one);
+        assert!(!groups(r#"displayName eq "x""#).unwrap().at_most_one);
+        assert!(
+            !groups(&format!(r#"members[value eq "{id}"]"#))
+                .unwrap()
+                .at_most_one
+        );
     }
 
     #[test]

@@ -33,6 +33,7 @@ use super::resources;
 use super::response::{no_content, ScimJson};
 use crate::directory::groups::{self, AppliedChanges, Group, GroupError, Member};
 use crate::directory::journal::{self, Entry, Outcome};
+use crate::directory::listing::Page;
 use crate::state::AppState;
 
 /// How many times a PATCH transaction runs when Postgres reports a deadlock or a
@@ -57,16 +58,16 @@ pub async fn list_groups(
 
     let mut entry = read_entry(&caller, "scim.groups.list", 200).detail(format!(
         "{} of {} synced groups",
-        page.groups.len(),
+        page.items.len(),
         page.total
     ));
-    if let [only] = page.groups.as_slice() {
+    if let [only] = page.items.as_slice() {
         entry = entry.group(only.id);
     }
-    journal_read(&state, &caller, entry, &page.groups);
+    journal_read(&state, &caller, entry, &page.items);
 
     let resources = page
-        .groups
+        .items
         .iter()
         .map(|group| group_resource(group, members.get(&group.id), &caller, &query))
         .collect();
@@ -183,11 +184,11 @@ async fn read_page(
     caller: &ScimCaller,
     query: &ListQuery,
     filter: Option<&SqlFilter>,
-) -> Result<(groups::Page, HashMap<Uuid, Vec<Member>>), ScimError> {
+) -> Result<(Page<Group>, HashMap<Uuid, Vec<Member>>), ScimError> {
     let mut conn = tenancy::scope::read(pool, &caller.tenant.schema).await?;
     let page = groups::list_synced(&mut conn.db(), filter, query.offset(), query.count).await?;
-    let members = if wants_members(query) && !page.groups.is_empty() {
-        let ids: Vec<Uuid> = page.groups.iter().map(|group| group.id).collect();
+    let members = if wants_members(query) && !page.items.is_empty() {
+        let ids: Vec<Uuid> = page.items.iter().map(|group| group.id).collect();
         groups::first_members(&mut conn.db(), &ids).await?
     } else {
         Default::default()

@@ -42,10 +42,10 @@ pub async fn list_users(
     let mut conn = tenancy::scope::read(&state.pool, &caller.tenant.schema).await?;
     let page = users::list(&mut conn.db(), filter.as_ref(), query.offset(), query.count).await?;
 
-    let detail = format!("{} of {} matched", page.users.len(), page.total);
+    let detail = format!("{} of {} matched", page.items.len(), page.total);
     journal_read(&state, &caller, LIST, detail, None);
     let resources = page
-        .users
+        .items
         .iter()
         .map(|user| resources::project(resources::user(user, &caller.base_url), &query.projection))
         .collect();

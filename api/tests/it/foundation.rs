@@ -400,7 +400,7 @@ async fn tenants_cannot_see_each_others_rows_even_unscoped() {
         .await;
 
     let names: Vec<&str> = seen_by_a
-        .users
+        .items
         .iter()
         .map(|u| u.user_name.as_str())
         .collect();

@@ -383,6 +383,53 @@ async fn pages_are_one_based_stable_and_projected() {
 }
 
 #[tokio::test]
+async fn a_unique_match_pages_like_any_other_listing() {
+    let (app, tenant) = app_and_tenant().await;
+    app.post_user(&tenant, "solo@contoso.com", "solo@contoso.com")
+        .await;
+    app.post_user(&tenant, "other@contoso.com", "other@contoso.com")
+        .await;
+    let filter = "filter=emails%5Btype+eq+%22work%22%5D.value+eq+%22SOLO%40contoso.com%22";
+
+    let found = app
+        .scim(Method::GET, &tenant, &format!("/Users?{filter}"), None)
+        .await;
+    let past_the_end = app
+        .scim(
+            Method::GET,
+            &tenant,
+            &format!("/Users?{filter}&startIndex=2"),
+            None,
+        )
+        .await;
+    let count_only = app
+        .scim(
+            Method::GET,
+            &tenant,
+            &format!("/Users?{filter}&count=0"),
+            None,
+        )
+        .await;
+    let and_inactive = app
+        .scim(
+            Method::GET,
+            &tenant,
+            &format!("/Users?{filter}+and+active+eq+false"),
+            None,
+        )
+        .await;
+
+    assert_eq!(found.body["totalResults"], 1);
+    assert_eq!(found.body["Resources"][0]["userName"], "solo@contoso.com");
+    assert_eq!(past_the_end.body["totalResults"], 1);
+    assert_eq!(past_the_end.body["startIndex"], 2);
+    assert_eq!(past_the_end.body["Resources"], json!([]));
+    assert_eq!(count_only.body["totalResults"], 1);
+    assert_eq!(count_only.body["Resources"], json!([]));
+    assert_empty_list(&and_inactive);
+}
+
+#[tokio::test]
 async fn fifty_concurrent_creates_of_one_user_store_exactly_one() {
     let (app, tenant) = app_and_tenant().await;
 
