@@ -64,6 +64,7 @@ pub fn render(state: &AppState) -> String {
         _ => 0.0,
     };
     metrics::gauge!("roster_redis_degraded").set(degraded);
+    metrics::counter!("roster_rate_limit_redis_calls_total").absolute(state.limits.redis_calls());
     let size = f64::from(state.pool.size());
     let idle = state.pool.num_idle() as f64;
     metrics::gauge!("roster_db_pool_connections", "state" => "idle").set(idle);

@@ -634,6 +634,7 @@ async fn metrics_count_requests_cache_lookups_and_pool_use_without_tenant_labels
         r#"roster_key_cache_lookups_total{tier="postgres",key="unknown"}"#,
         r#"roster_db_pool_connections{state="idle"}"#,
         "roster_redis_degraded 0",
+        "roster_rate_limit_redis_calls_total",
     ] {
         assert!(
             metrics.contains(expected),
