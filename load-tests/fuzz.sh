@@ -6,7 +6,7 @@
 #   bash load-tests/fuzz.sh                           # 20,000 cases per target
 #
 # A failure prints the minimal failing input and records its seed under
-# api/tests/it/proptest-regressions/, so the next plain `cargo test` replays it first.
+# api/tests/proptest-regressions/fuzz.txt, so the next plain `cargo test` replays it first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -131,7 +131,7 @@ fn assert_values_are_bound(input: &str, translated: &SqlFilter) {
                 len
             }
             '0' | '1' => 1,
-            ' ' | '(' | ')' | '=' | '<' | '>' | '-' | '.' => 1,
+            ' ' | '(' | ')' | ',' | '=' | '<' | '>' | '-' | '.' => 1,
             other => panic!("character {other:?} in {sql:?} for {input:?}"),
         };
         rest = &rest[token_len..];
