@@ -5,8 +5,9 @@
 //! of groups that are not synced. Every change that can move a user in or out of a synced group
 //! restores the Basic User invariant ([`safety_net::restore`]) in the same transaction.
 //!
-//! Locking: a change locks the group row first (`for no key update`, which leaves the foreign
-//! key checks of other transactions free), then the users it touches in id order
+//! Locking: a change locks the group row first (`for no key update`, or a SCIM change's update
+//! of `last_synced_at`, which takes the same lock and leaves the foreign key checks of other
+//! transactions free), then the users it touches in id order
 //! ([`safety_net::lock_users`]). Every transaction that changes memberships follows that one
 //! order and locks at most one group, so concurrent changes queue instead of deadlocking, and
 //! each statement after the locks reads the latest committed memberships: no change is lost.
@@ -394,15 +395,17 @@ pub async fn effective_permissions(
 /// follows the number of members named (and, for remove-all or replace, removed), never the
 /// group size. Every named member must be a user of this tenant, else nothing is applied.
 /// Restores the safety net for the users touched, stamps `last_synced_at` and journals one entry
-/// per membership changed and per ignored attribute. Must run in one transaction with the
-/// caller's own journal entry; on [`GroupError::is_transient`] the caller runs it again.
+/// per membership changed and per ignored attribute, followed by the caller's `summary` of the
+/// whole request, in one insert. Must run in one transaction; on [`GroupError::is_transient`]
+/// the caller runs it again.
 pub async fn apply_member_changes(
     db: &mut TenantDb<'_>,
     group_id: Uuid,
     changes: &[GroupChange],
     request_id: &str,
+    summary: impl FnOnce(&AppliedChanges) -> Entry,
 ) -> Result<AppliedChanges, GroupError> {
-    lock_synced_group(db, group_id).await?;
+    lock_and_stamp_synced_group(db, group_id).await?;
 
     let (named, not_uuids) = named_members(changes);
     let removes_unnamed = changes.iter().any(|change| {
@@ -429,16 +432,23 @@ pub async fn apply_member_changes(
 
     let mut touched = named;
     touched.extend(&applied.removed);
-    applied.safety_net = safety_net::restore(db, &touched, request_id).await?;
-    stamp_synced(db, group_id).await?;
-    journal::record(db, &change_entries(group_id, &applied, request_id)).await?;
+    let (moves, mut entries) = safety_net::restore_unjournaled(db, &touched, request_id).await?;
+    applied.safety_net = moves;
+    entries.extend(change_entries(group_id, &applied, request_id));
+    entries.push(summary(&applied));
+    journal::record(db, &entries).await?;
     Ok(applied)
 }
 
-/// Locks a synced group's row, or says it is not there.
-async fn lock_synced_group(db: &mut TenantDb<'_>, group_id: Uuid) -> Result<(), GroupError> {
+/// Locks a synced group's row and stamps its `last_synced_at`, or says it is not there. The
+/// update takes the same row lock `for no key update` would, in the same round trip; a PATCH
+/// that fails later rolls the stamp back with everything else.
+async fn lock_and_stamp_synced_group(
+    db: &mut TenantDb<'_>,
+    group_id: Uuid,
+) -> Result<(), GroupError> {
     let found: Option<Uuid> = sqlx::query_scalar(&format!(
-        "select id from {s}.groups where id = $1 and {SYNCED} for no key update",
+        "update {s}.groups set last_synced_at = now() where id = $1 and {SYNCED} returning id",
         s = db.schema
     ))
     .bind(group_id)
@@ -636,17 +646,6 @@ async fn delete_members_except(
     .bind(keep)
     .fetch_all(&mut *db.conn)
     .await
-}
-
-async fn stamp_synced(db: &mut TenantDb<'_>, group_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query(&format!(
-        "update {s}.groups set last_synced_at = now() where id = $1",
-        s = db.schema
-    ))
-    .bind(group_id)
-    .execute(&mut *db.conn)
-    .await?;
-    Ok(())
 }
 
 /// One entry per membership changed and per ignored attribute. The volume follows what

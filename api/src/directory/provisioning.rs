@@ -214,13 +214,15 @@ impl Provisioner<'_> {
         let mut tx = tenancy::scope::begin(self.pool, &tenant.schema).await?;
         let mut db = tx.db();
         let user = users::insert(&mut db, &new_row(id, request, link)).await?;
-        safety_net::restore(&mut db, &[user.id], request_id).await?;
+        let (_, mut entries) =
+            safety_net::restore_unjournaled(&mut db, &[user.id], request_id).await?;
         let mut entry = Entry::new(request_id, "scim.users.create", Outcome::Created, 201)
             .user(user.id)
             .quirks(request.quirks.iter().map(|q| q.as_str()));
         entry.fusionauth_outcome = Some(trace.outcome);
         entry.fusionauth_latency_ms = i32::try_from(trace.latency.as_millis()).ok();
-        journal::record(&mut db, &[entry]).await?;
+        entries.push(entry);
+        journal::record(&mut db, &entries).await?;
         tx.commit().await?;
         Ok(user)
     }

@@ -55,49 +55,57 @@ pub async fn restore(
     user_ids: &[Uuid],
     request_id: &str,
 ) -> Result<Moves, sqlx::Error> {
-    if user_ids.is_empty() {
-        return Ok(Moves::default());
-    }
-    let placed: Vec<Uuid> = sqlx::query_scalar(&format!(
-        "insert into {s}.memberships (group_id, user_id, source) \
-         select b.id, u.id, 'safety_net' from {s}.users u \
-           cross join (select id from {s}.groups where is_basic_user) b \
-         where u.id = any($1) and u.active and not {synced} \
-         on conflict do nothing returning user_id",
-        s = db.schema,
-        synced = synced_membership(db.schema),
-    ))
-    .bind(user_ids)
-    .fetch_all(&mut *db.conn)
-    .await?;
-    let released: Vec<Uuid> = sqlx::query_scalar(&format!(
-        "delete from {s}.memberships m using {s}.groups b, {s}.users u \
-         where b.is_basic_user and m.group_id = b.id and m.user_id = u.id \
-           and u.id = any($1) and (not u.active or {synced}) \
-         returning m.user_id",
-        s = db.schema,
-        synced = synced_membership(db.schema),
-    ))
-    .bind(user_ids)
-    .fetch_all(&mut *db.conn)
-    .await?;
-
-    journal_moves(db, &placed, &released, request_id).await?;
-    Ok(Moves { placed, released })
+    let (moves, entries) = restore_unjournaled(db, user_ids, request_id).await?;
+    journal::record(db, &entries).await?;
+    Ok(moves)
 }
 
-async fn journal_moves(
+/// Restores the invariant for `user_ids` and returns the journal entries of its moves, for a
+/// caller that records them together with its own entries in one insert.
+///
+/// One statement places, releases and names the Basic User group: the placing and the releasing
+/// conditions exclude each other, so the two data-modifying parts cannot see or undo each
+/// other's work even though they share one snapshot.
+pub async fn restore_unjournaled(
     db: &mut TenantDb<'_>,
+    user_ids: &[Uuid],
+    request_id: &str,
+) -> Result<(Moves, Vec<Entry>), sqlx::Error> {
+    if user_ids.is_empty() {
+        return Ok((Moves::default(), Vec::new()));
+    }
+    let (basic_user, placed, released): (Option<Uuid>, Vec<Uuid>, Vec<Uuid>) =
+        sqlx::query_as(&format!(
+            "with basic as (select id from {s}.groups where is_basic_user), \
+             placed as ( \
+               insert into {s}.memberships (group_id, user_id, source) \
+               select b.id, u.id, 'safety_net' from {s}.users u cross join basic b \
+               where u.id = any($1) and u.active and not {synced} \
+               on conflict do nothing returning user_id), \
+             released as ( \
+               delete from {s}.memberships m using basic b, {s}.users u \
+               where m.group_id = b.id and m.user_id = u.id \
+                 and u.id = any($1) and (not u.active or {synced}) \
+               returning m.user_id) \
+             select (select id from basic), \
+               array(select user_id from placed), array(select user_id from released)",
+            s = db.schema,
+            synced = synced_membership(db.schema),
+        ))
+        .bind(user_ids)
+        .fetch_one(&mut *db.conn)
+        .await?;
+
+    let entries = move_entries(basic_user, &placed, &released, request_id);
+    Ok((Moves { placed, released }, entries))
+}
+
+fn move_entries(
+    basic_user: Option<Uuid>,
     placed: &[Uuid],
     released: &[Uuid],
     request_id: &str,
-) -> Result<(), sqlx::Error> {
-    let basic_user: Option<Uuid> = sqlx::query_scalar(&format!(
-        "select id from {s}.groups where is_basic_user",
-        s = db.schema
-    ))
-    .fetch_optional(&mut *db.conn)
-    .await?;
+) -> Vec<Entry> {
     let entry = |user: &Uuid, detail: &str| {
         let mut entry = Entry::new(request_id, "safety_net", Outcome::Changed, 0)
             .user(*user)
@@ -106,7 +114,7 @@ async fn journal_moves(
         entry.group_id = basic_user;
         entry
     };
-    let entries: Vec<Entry> = placed
+    placed
         .iter()
         .map(|u| entry(u, "placed in Basic User: in no synced group"))
         .chain(
@@ -114,6 +122,5 @@ async fn journal_moves(
                 .iter()
                 .map(|u| entry(u, "removed from Basic User: in a synced group or inactive")),
         )
-        .collect();
-    journal::record(db, &entries).await
+        .collect()
 }

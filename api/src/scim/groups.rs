@@ -32,7 +32,7 @@ use super::quirks::Quirks;
 use super::resources;
 use super::response::{no_content, ScimJson};
 use crate::directory::groups::{self, AppliedChanges, Group, GroupError, Member};
-use crate::directory::journal::{self, Entry, Outcome};
+use crate::directory::journal::{Entry, Outcome};
 use crate::directory::listing::Page;
 use crate::state::AppState;
 
@@ -245,9 +245,9 @@ async fn apply_patch_once(
 ) -> Result<AppliedChanges, GroupError> {
     let mut tx = tenancy::scope::begin(pool, &caller.tenant.schema).await?;
     let request_id = caller.request_id();
-    let applied = groups::apply_member_changes(&mut tx.db(), group_id, changes, request_id).await?;
-    let summary = patch_summary(request_id, group_id, &applied, quirks);
-    journal::record(&mut tx.db(), &[summary]).await?;
+    let summary = |applied: &AppliedChanges| patch_summary(request_id, group_id, applied, quirks);
+    let applied =
+        groups::apply_member_changes(&mut tx.db(), group_id, changes, request_id, summary).await?;
     tx.commit().await?;
     Ok(applied)
 }
