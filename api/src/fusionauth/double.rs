@@ -267,7 +267,8 @@ impl FusionAuthDouble {
     }
 
     pub fn registrations(&self) -> Vec<RegistrationRecord> {
-        self.shared.store().registrations.clone()
+        let store = self.shared.store();
+        store.registrations.values().flatten().cloned().collect()
     }
 
     /// Seeds a user without any validation (e.g. one that already owns an email). `user` is a
@@ -447,10 +448,19 @@ struct Store {
     /// API key → the tenant it is locked to.
     keys: HashMap<String, Option<Uuid>>,
     users: BTreeMap<Uuid, StoredUser>,
-    registrations: Vec<RegistrationRecord>,
+    /// (tenant, login field, lower-cased value) → the users holding it, so lookups and
+    /// uniqueness checks do not scan every user: under load the double holds thousands.
+    logins: HashMap<LoginKey, BTreeSet<Uuid>>,
+    /// User id → that user's registrations, in the order they were made.
+    registrations: BTreeMap<Uuid, Vec<RegistrationRecord>>,
     faults: Vec<Fault>,
     requests: VecDeque<RecordedRequest>,
 }
+
+/// The fields FusionAuth logs users in with, unique per tenant ignoring case.
+const LOGIN_FIELDS: [&str; 2] = ["email", "username"];
+
+type LoginKey = (Uuid, &'static str, String);
 
 /// A user: its tenant, and its FusionAuth `user` object without `registrations`.
 struct StoredUser {
@@ -463,9 +473,14 @@ impl StoredUser {
         self.fields.get(field).and_then(Value::as_str)
     }
 
-    fn has_login(&self, field: &str, wanted: &str) -> bool {
-        self.text(field)
-            .is_some_and(|value| value.to_lowercase() == wanted.to_lowercase())
+    fn login_keys(&self) -> Vec<LoginKey> {
+        LOGIN_FIELDS
+            .iter()
+            .filter_map(|field| {
+                self.text(field)
+                    .map(|value| (self.tenant_id, *field, value.to_lowercase()))
+            })
+            .collect()
     }
 }
 
@@ -608,11 +623,12 @@ impl Store {
         };
         let tenant = self.tenant_for_create(caller)?;
 
-        let found = self.users.iter().find(|(_, user)| {
-            user.tenant_id == tenant && fields.iter().any(|field| user.has_login(field, &wanted))
-        });
+        let found = fields
+            .iter()
+            .filter_map(|field| self.holders(tenant, field, &wanted).first().copied())
+            .min();
         match found {
-            Some((id, _)) => Ok(Reply::ok(json!({ "user": self.render_user(*id) }))),
+            Some(id) => Ok(Reply::ok(json!({ "user": self.render_user(id) }))),
             None => Err(Reply::empty(StatusCode::NOT_FOUND)),
         }
     }
@@ -689,9 +705,9 @@ impl Store {
             .and_then(|body| body.get("hardDelete").and_then(Value::as_bool))
             .unwrap_or(false);
         if in_query || in_body {
+            self.unindex_logins(id);
             self.users.remove(&id);
-            self.registrations
-                .retain(|registration| registration.user_id != id);
+            self.registrations.remove(&id);
         } else {
             self.update_fields(id, |fields| {
                 fields.insert("active".to_owned(), Value::Bool(false));
@@ -737,7 +753,10 @@ impl Store {
             insert_instant: now_millis(),
         };
         let rendered = render_registration(&registration);
-        self.registrations.push(registration);
+        self.registrations
+            .entry(user_id)
+            .or_default()
+            .push(registration);
 
         let mut response = json!({ "registration": rendered, "token": fake_token() });
         if combined {
@@ -763,8 +782,8 @@ impl Store {
     fn check_not_registered(&self, user_id: Uuid, application_id: Uuid) -> Result<(), Reply> {
         let registered = self
             .registrations
-            .iter()
-            .any(|r| r.user_id == user_id && r.application_id == application_id);
+            .get(&user_id)
+            .is_some_and(|made| made.iter().any(|r| r.application_id == application_id));
         if !registered {
             return Ok(());
         }
@@ -846,10 +865,37 @@ impl Store {
         errors.into_result()
     }
 
-    fn login_taken(&self, tenant: Uuid, id: Uuid, field: &str, value: &str) -> bool {
-        self.users.iter().any(|(other, user)| {
-            *other != id && user.tenant_id == tenant && user.has_login(field, value)
-        })
+    fn login_taken(&self, tenant: Uuid, id: Uuid, field: &'static str, value: &str) -> bool {
+        self.holders(tenant, field, value)
+            .iter()
+            .any(|other| *other != id)
+    }
+
+    /// The users of `tenant` whose `field` is `value` ignoring case, by id.
+    fn holders(&self, tenant: Uuid, field: &'static str, value: &str) -> Vec<Uuid> {
+        self.logins
+            .get(&(tenant, field, value.to_lowercase()))
+            .map(|ids| ids.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    fn index_logins(&mut self, id: Uuid) {
+        let keys = self.users.get(&id).map(StoredUser::login_keys);
+        for key in keys.unwrap_or_default() {
+            self.logins.entry(key).or_default().insert(id);
+        }
+    }
+
+    fn unindex_logins(&mut self, id: Uuid) {
+        let keys = self.users.get(&id).map(StoredUser::login_keys);
+        for key in keys.unwrap_or_default() {
+            if let Some(ids) = self.logins.get_mut(&key) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    self.logins.remove(&key);
+                }
+            }
+        }
     }
 
     /// Stores a user the way FusionAuth returns it: email lower-cased, never a password.
@@ -874,10 +920,13 @@ impl Store {
             tenant_id: tenant,
             fields,
         };
+        self.unindex_logins(id);
         self.users.insert(id, user);
+        self.index_logins(id);
     }
 
     fn update_fields(&mut self, id: Uuid, change: impl FnOnce(&mut Map<String, Value>)) {
+        self.unindex_logins(id);
         if let Some(user) = self.users.get_mut(&id) {
             change(&mut user.fields);
             user.fields.remove("password");
@@ -885,6 +934,7 @@ impl Store {
             user.fields
                 .insert("lastUpdateInstant".to_owned(), json!(now_millis()));
         }
+        self.index_logins(id);
     }
 
     /// The `user` object of a `UserResponse`, with its registrations.
@@ -896,8 +946,9 @@ impl Store {
             .unwrap_or_default();
         let registrations: Vec<Value> = self
             .registrations
-            .iter()
-            .filter(|registration| registration.user_id == id)
+            .get(&id)
+            .into_iter()
+            .flatten()
             .map(render_registration)
             .collect();
         fields.insert("registrations".to_owned(), Value::Array(registrations));
@@ -1729,6 +1780,70 @@ mod tests {
             "[duplicate]user.username"
         );
         assert_eq!(other_tenant.status, Status::OK);
+    }
+
+    #[tokio::test]
+    async fn changed_and_deleted_users_free_their_logins() {
+        let (double, tenant, _) = two_tenants().await;
+        let id = Uuid::new_v4();
+        create(&double, tenant, id, user_body("old@acme.com", "old")).await;
+        let path = format!("/api/user/{id}");
+        let change = json!({ "user": { "email": "New@acme.com" } });
+        let get = |query: &'static str| {
+            let double = &double;
+            async move {
+                call(double, Method::GET, query, Some(KEY), Some(tenant), None)
+                    .await
+                    .unwrap()
+            }
+        };
+
+        let patched = call(
+            &double,
+            Method::PATCH,
+            &path,
+            Some(KEY),
+            Some(tenant),
+            Some(change),
+        )
+        .await
+        .unwrap();
+        let by_old = get("/api/user?email=old%40acme.com").await;
+        let by_new = get("/api/user?loginId=NEW%40ACME.COM").await;
+        let old_email_again = create(
+            &double,
+            tenant,
+            Uuid::new_v4(),
+            user_body("old@acme.com", "other"),
+        )
+        .await;
+        let hard_delete = format!("{path}?hardDelete=true");
+        let deleted = call(
+            &double,
+            Method::DELETE,
+            &hard_delete,
+            Some(KEY),
+            Some(tenant),
+            None,
+        )
+        .await
+        .unwrap();
+        let after_delete = get("/api/user?email=new%40acme.com").await;
+        let username_again = create(
+            &double,
+            tenant,
+            Uuid::new_v4(),
+            user_body("n@acme.com", "old"),
+        )
+        .await;
+
+        assert_eq!(patched.status, Status::OK);
+        assert_eq!(by_old.status, Status::NOT_FOUND);
+        assert_eq!(by_new.json()["user"]["id"], id.to_string());
+        assert_eq!(old_email_again.status, Status::OK);
+        assert_eq!(deleted.status, Status::OK);
+        assert_eq!(after_delete.status, Status::NOT_FOUND);
+        assert_eq!(username_again.status, Status::OK);
     }
 
     #[tokio::test]
