@@ -445,6 +445,19 @@ async fn scoping_does_not_leak_into_the_pool() {
     assert_eq!(path, "roster_control");
 }
 
+/// Tenant statements are planned once per connection, not five times first (see `tenancy::db`).
+#[tokio::test]
+async fn pooled_connections_plan_statements_generically() {
+    let app = spawn_app().await;
+
+    let mode: String = sqlx::query_scalar("show plan_cache_mode")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+
+    assert_eq!(mode, "force_generic_plan");
+}
+
 #[tokio::test]
 async fn unknown_paths_and_wrong_methods_answer_in_scim_shape() {
     let app = spawn_app().await;
