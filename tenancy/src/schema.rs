@@ -9,7 +9,7 @@ use uuid::Uuid;
 ///
 /// It can only be generated or parsed from that exact shape, so interpolating it into DDL or a
 /// `set local search_path` statement cannot inject anything.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct SchemaName(String);
 

@@ -51,6 +51,33 @@ pub async fn read(pool: &PgPool, schema: &SchemaName) -> Result<TenantConn, sqlx
     })
 }
 
+/// A transaction over several tenants' tables at once, for the service's own bookkeeping (the
+/// journal writer commits every tenant's read entries together): each use names its tenant.
+pub struct AcrossTenants {
+    conn: Transaction<'static, Postgres>,
+}
+
+/// Begins a transaction in which statements may go to several tenants' tables.
+pub async fn begin_across_tenants(pool: &PgPool) -> Result<AcrossTenants, sqlx::Error> {
+    Ok(AcrossTenants {
+        conn: pool.begin().await?,
+    })
+}
+
+impl AcrossTenants {
+    /// The connection and `schema`, borrowed for the directory's queries on that tenant.
+    pub fn db<'c>(&'c mut self, schema: &'c SchemaName) -> TenantDb<'c> {
+        TenantDb {
+            conn: &mut self.conn,
+            schema,
+        }
+    }
+
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.conn.commit().await
+    }
+}
+
 impl<C: DerefMut<Target = PgConnection>> Scoped<C> {
     /// The connection and schema, borrowed for the directory's queries.
     pub fn db(&mut self) -> TenantDb<'_> {

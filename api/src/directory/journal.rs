@@ -252,10 +252,21 @@ async fn run(pool: PgPool, mut receiver: mpsc::Receiver<Message>) {
     }
 }
 
-/// Writes every tenant's batch. Batches Postgres cannot take now stay in `pending`, ahead of
-/// what arrives next, for the next try; once one fails that way the rest are not tried (they
-/// would only wait out the same outage). Returns how many entries stayed.
+/// Writes every tenant's batch: all in one transaction, or when that fails, each in its own.
+/// Batches Postgres cannot take now stay in `pending`, ahead of what arrives next, for the next
+/// try; once one fails that way the rest are not tried (they would only wait out the same
+/// outage). Returns how many entries stayed.
 async fn write_all(pool: &PgPool, pending: &mut HashMap<SchemaName, Pending>) -> usize {
+    if pending.len() > 1 {
+        match write_together(pool, pending).await {
+            Ok(()) => {
+                pending.clear();
+                return 0;
+            }
+            Err(e) => tracing::debug!(error = %e,
+                "journal batches written one tenant at a time: together they failed"),
+        }
+    }
     let mut retained = 0usize;
     let mut unavailable = false;
     for (schema, batch) in std::mem::take(pending) {
@@ -288,29 +299,55 @@ async fn write_all(pool: &PgPool, pending: &mut HashMap<SchemaName, Pending>) ->
     retained
 }
 
+/// One transaction and one commit for every tenant's batch, instead of one per tenant: with
+/// many tenants a flush holds a few entries for each. Entries go first and the group stamps
+/// last, tenants in schema order, so group rows stay locked only for the end of the transaction
+/// and writers on other replicas lock them in the same order.
+async fn write_together(
+    pool: &PgPool,
+    pending: &HashMap<SchemaName, Pending>,
+) -> Result<(), sqlx::Error> {
+    let mut schemas: Vec<&SchemaName> = pending.keys().collect();
+    schemas.sort_unstable();
+    let mut tx = tenancy::scope::begin_across_tenants(pool).await?;
+    for schema in &schemas {
+        record(&mut tx.db(schema), &pending[*schema].entries).await?;
+    }
+    for schema in &schemas {
+        stamp_groups_read(&mut tx.db(schema), &pending[*schema].groups_read).await?;
+    }
+    tx.commit().await
+}
+
 async fn write_batch(
     pool: &PgPool,
     schema: &SchemaName,
     batch: &Pending,
 ) -> Result<(), sqlx::Error> {
     let mut tx = tenancy::scope::begin(pool, schema).await?;
-    let mut db = tx.db();
-    record(&mut db, &batch.entries).await?;
-    if !batch.groups_read.is_empty() {
-        let mut groups_read = batch.groups_read.clone();
-        groups_read.sort_unstable();
-        groups_read.dedup();
-        // Lock in id order so that two replicas stamping overlapping groups cannot deadlock.
-        sqlx::query(&format!(
-            "update {s}.groups set last_synced_at = now() where id in \
-             (select id from {s}.groups where id = any($1) order by id for no key update)",
-            s = db.schema
-        ))
-        .bind(&groups_read)
-        .execute(&mut *db.conn)
-        .await?;
-    }
+    record(&mut tx.db(), &batch.entries).await?;
+    stamp_groups_read(&mut tx.db(), &batch.groups_read).await?;
     tx.commit().await
+}
+
+/// Stamps `last_synced_at` of the synced groups SCIM reads returned.
+async fn stamp_groups_read(db: &mut TenantDb<'_>, groups_read: &[Uuid]) -> Result<(), sqlx::Error> {
+    if groups_read.is_empty() {
+        return Ok(());
+    }
+    let mut groups_read = groups_read.to_vec();
+    groups_read.sort_unstable();
+    groups_read.dedup();
+    // Lock in id order so that two replicas stamping overlapping groups cannot deadlock.
+    sqlx::query(&format!(
+        "update {s}.groups set last_synced_at = now() where id in \
+         (select id from {s}.groups where id = any($1) order by id for no key update)",
+        s = db.schema
+    ))
+    .bind(&groups_read)
+    .execute(&mut *db.conn)
+    .await?;
+    Ok(())
 }
 
 /// Deletes entries older than each tenant's retention; returns how many went.

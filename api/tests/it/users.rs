@@ -499,6 +499,35 @@ async fn reads_and_creates_are_journaled_without_personal_data() {
     }
 }
 
+/// Read entries of many tenants are written in one transaction; should that fail (here one
+/// tenant's journal refuses them), every other tenant's entries are still written.
+#[tokio::test]
+async fn read_entries_of_several_tenants_survive_one_tenant_that_cannot_take_them() {
+    let (app, first) = app_and_tenant().await;
+    let second = app.create_tenant().await;
+    let broken = app.create_tenant().await;
+    let refuse = format!(
+        "alter table {}.journal add constraint refuse_reads check (operation <> 'scim.users.list')",
+        broken.tenant.schema
+    );
+    sqlx::query(&refuse).execute(&app.pool).await.unwrap();
+
+    for tenant in [&first, &second, &broken] {
+        let read = app.scim(Method::GET, tenant, WORK_EMAIL_PROBE, None).await;
+        assert_eq!(read.status, 200, "{read:?}");
+    }
+    let first_journal = app.journal(&first).await;
+    let second_journal = app.journal(&second).await;
+
+    for journal in [first_journal, second_journal] {
+        let lists = journal
+            .iter()
+            .filter(|e| e.operation == "scim.users.list")
+            .count();
+        assert_eq!(lists, 1, "{journal:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_new_user_lands_in_basic_user() {
     let (app, tenant) = app_and_tenant().await;
