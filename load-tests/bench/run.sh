@@ -36,10 +36,43 @@ match="$base/Users?filter=emails%5Btype+eq+%22work%22%5D.value+eq+%22user4242%40
 auth="Authorization: Bearer $key"
 curl -fsS -H "$auth" "$match" | grep -q '"totalResults":1' || { echo "match query finds nothing"; exit 1; }
 
+# CPU seconds (user + system) used so far by the processes named, summed over all of them, with
+# the children they reaped (the postmaster reaps exited backends, such as pgbench's).
+clock_ticks=$(getconf CLK_TCK)
+cpu_seconds() {
+  local pids
+  pids=$(pgrep -d ' ' -x "$1" || true)
+  # shellcheck disable=SC2086
+  [ -n "$pids" ] && cat $(printf '/proc/%s/stat ' $pids) 2>/dev/null |
+    awk -v hz="$clock_ticks" '{ sum += $14 + $15 + $16 + $17 } END { printf "%.3f", sum / hz }' || echo 0
+}
+# measure NAME COMMAND...: runs a load generator and prints the CPU each process used per
+# request: roster, every postgres process, redis-server, and the generator itself.
+measure() {
+  local name=$1 before_roster before_pg before_redis out requests generator
+  shift
+  before_roster=$(cpu_seconds roster) before_pg=$(cpu_seconds postgres)
+  before_redis=$(cpu_seconds redis-server)
+  out=$(TIMEFORMAT='generator-cpu %U %S'; { time "$@" 2>&1; } 2>&1)
+  echo "$out" | grep -v '^generator-cpu'
+  generator=$(echo "$out" | awk '/^generator-cpu/ { print $2 + $3 }')
+  requests=$(echo "$out" | awk '/requests in/ { print $1 }
+    /number of transactions actually processed/ { print $NF }' | head -n 1 | tr -d ,)
+  python3 - "$name" "$requests" "$generator" "$before_roster" "$(cpu_seconds roster)" \
+    "$before_pg" "$(cpu_seconds postgres)" "$before_redis" "$(cpu_seconds redis-server)" <<'PY2'
+import sys
+name, requests = sys.argv[1], int(sys.argv[2].split("/")[0])
+generator, r0, r1, p0, p1, d0, d1 = map(float, sys.argv[3:])
+per = lambda used: used / requests * 1e6
+print(f"-- {name}: CPU per request (us): roster {per(r1 - r0):.0f}, postgres {per(p1 - p0):.0f},"
+      f" redis {per(d1 - d0):.0f}, load generator {per(generator):.0f}; {requests} requests")
+PY2
+}
+
 echo "== spc: wrk -t2 -c$connections -d${duration}s --latency ServiceProviderConfig"
-wrk -t2 -c"$connections" -d"${duration}s" --latency -H "$auth" "$base/ServiceProviderConfig"
+measure spc wrk -t2 -c"$connections" -d"${duration}s" --latency -H "$auth" "$base/ServiceProviderConfig"
 echo "== match: wrk -t2 -c$connections -d${duration}s --latency (100,000 users)"
-wrk -t2 -c"$connections" -d"${duration}s" --latency -H "$auth" "$match"
+measure match wrk -t2 -c"$connections" -d"${duration}s" --latency -H "$auth" "$match"
 
 echo "== query plan of the match query"
 psql -h 127.0.0.1 -U postgres roster_bench -c "set search_path to \"$schema\"; explain analyze
@@ -51,5 +84,5 @@ cat > /tmp/roster-match.pgbench <<SQL
 \set n random(1, 100000)
 select id, user_name, work_email, emails from "$schema".users where lower(work_email) = lower('user' || :n || '@contoso.com');
 SQL
-pgbench -n -h 127.0.0.1 -U postgres -c "$connections" -j 2 -T "$duration" -M prepared \
-  -f /tmp/roster-match.pgbench roster_bench | grep -E 'tps|latency'
+measure pgbench pgbench -n -h 127.0.0.1 -U postgres -c "$connections" -j 2 -T "$duration" \
+  -M prepared -f /tmp/roster-match.pgbench roster_bench
