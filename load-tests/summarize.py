@@ -103,8 +103,10 @@ def resources(samples):
     out = {}
     for role in ROLES:
         entry = {"cpu_cores": cpu_cores(samples, role, tick_hz)}
-        rss = [s[role]["rss_kb"] for s in samples if isinstance(s.get(role), dict)]
-        hwm = [s[role].get("hwm_kb", 0) for s in samples if isinstance(s.get(role), dict)]
+        # A process caught as it exits (a zombie) has no memory lines: its sample has no RSS.
+        sized = [s[role] for s in samples if isinstance(s.get(role), dict) and "rss_kb" in s[role]]
+        rss = [sample["rss_kb"] for sample in sized]
+        hwm = [sample.get("hwm_kb", 0) for sample in sized]
         if rss:
             entry.update(rss_max_mb=round(max(rss) / 1024, 1), hwm_max_mb=round(max(hwm) / 1024, 1))
         if entry["cpu_cores"] is not None or rss:
