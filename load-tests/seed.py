@@ -130,8 +130,10 @@ def insert_keys_sql(rows):
     )
 
 
-def directory_sql(schema, entry):
-    """Groups, users and their Basic User memberships for one tenant schema."""
+def directory_sql(schema, slug, entry):
+    """Groups, users and their Basic User memberships for one tenant schema, replacing any seed
+    directory already there (a database seeded before this state file existed: its ids are
+    unknown here, and the new rows would clash with it on names)."""
     quoted = f'"{schema}"'
     groups = ",\n".join(
         f"('{g['id']}', '{g['name']}', '{g['externalId']}', true, '{{load:read}}')"
@@ -144,7 +146,11 @@ def directory_sql(schema, entry):
         for u in entry["users"]
     )
     user_ids = ", ".join(f"'{u['id']}'" for u in entry["users"])
-    sql = ""
+    sql = (
+        f"delete from {quoted}.users where user_name like 'seed-%@{slug}.load.example';\n"
+        f"delete from {quoted}.groups where display_name like 'Load group %' "
+        f"and not is_basic_user;\n"
+    )
     if groups:
         sql += (
             f"insert into {quoted}.groups (id, display_name, external_id, sync_enabled, "
@@ -214,7 +220,7 @@ def seed_directory(db, tenants, state, slugs, args):
         sql = "begin;\n" + insert_keys_sql(
             [key_sql(tenants[s]["id"], e["key"]) for s, e in entries.items()]
         )
-        sql += "".join(directory_sql(tenants[s]["schema"], e) for s, e in entries.items())
+        sql += "".join(directory_sql(tenants[s]["schema"], s, e) for s, e in entries.items())
         psql(db, sql + "commit;\n")
         state["tenants"].update(entries)
         save_state(args.state, state)
