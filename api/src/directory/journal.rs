@@ -350,7 +350,9 @@ async fn stamp_groups_read(db: &mut TenantDb<'_>, groups_read: &[Uuid]) -> Resul
     Ok(())
 }
 
-/// Deletes entries older than each tenant's retention; returns how many went.
+/// Deletes entries older than each tenant's retention; returns how many went. A tenant whose
+/// journal cannot be pruned is logged and skipped, so it holds back no other tenant; when
+/// Postgres is unavailable the run stops and the next one catches up.
 pub async fn prune(pool: &PgPool) -> Result<u64, tenancy::Error> {
     let tenants: Vec<(String, i32)> =
         sqlx::query_as("select schema_name, journal_retention_days from roster_control.tenants")
@@ -361,19 +363,31 @@ pub async fn prune(pool: &PgPool) -> Result<u64, tenancy::Error> {
         let Ok(schema) = SchemaName::parse(&schema) else {
             continue;
         };
-        let mut tx = tenancy::scope::begin(pool, &schema).await?;
-        let db = tx.db();
-        let deleted = sqlx::query(&format!(
-            "delete from {s}.journal where at < now() - make_interval(days => $1)",
-            s = db.schema
-        ))
-        .bind(days)
-        .execute(&mut *db.conn)
-        .await?;
-        tx.commit().await?;
-        pruned += deleted.rows_affected();
+        match prune_tenant(pool, &schema, days)
+            .await
+            .map_err(tenancy::Error::from)
+        {
+            Ok(deleted) => pruned += deleted,
+            Err(e) if e.is_unavailable() => return Err(e),
+            Err(e) => tracing::warn!(tenant.schema = %schema, error = %e,
+                "could not prune the journal"),
+        }
     }
     Ok(pruned)
+}
+
+async fn prune_tenant(pool: &PgPool, schema: &SchemaName, days: i32) -> Result<u64, sqlx::Error> {
+    let mut tx = tenancy::scope::begin(pool, schema).await?;
+    let db = tx.db();
+    let deleted = sqlx::query(&format!(
+        "delete from {s}.journal where at < now() - make_interval(days => $1)",
+        s = db.schema
+    ))
+    .bind(days)
+    .execute(&mut *db.conn)
+    .await?;
+    tx.commit().await?;
+    Ok(deleted.rows_affected())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -579,6 +579,36 @@ async fn the_journal_is_pruned_by_the_tenants_retention() {
     assert_eq!(left[0].operation, "scim.users.list");
 }
 
+/// One tenant whose journal cannot be pruned (here a trigger refuses every delete) holds back
+/// no other tenant's pruning.
+#[tokio::test]
+async fn a_tenant_whose_journal_cannot_be_pruned_is_skipped() {
+    let (app, tenant) = app_and_tenant().await;
+    let stuck = app.create_tenant().await;
+    for t in [&tenant, &stuck] {
+        app.post_user(t, "old@contoso.com", "old@contoso.com").await;
+        let age = format!(
+            "update {}.journal set at = now() - interval '31 days'",
+            t.tenant.schema
+        );
+        sqlx::query(&age).execute(&app.pool).await.unwrap();
+    }
+    let refuse = format!(
+        "create function {s}.refuse_delete() returns trigger language plpgsql as \
+           $$ begin raise exception 'journal is kept'; end $$; \
+         create trigger keep before delete on {s}.journal \
+           for each statement execute function {s}.refuse_delete()",
+        s = stuck.tenant.schema
+    );
+    sqlx::raw_sql(&refuse).execute(&app.pool).await.unwrap();
+
+    let pruned = api::directory::journal::prune(&app.pool).await;
+
+    assert!(pruned.is_ok(), "{pruned:?}");
+    assert!(app.journal(&tenant).await.is_empty());
+    assert!(!app.journal(&stuck).await.is_empty());
+}
+
 #[tokio::test]
 async fn raw_quotes_in_the_query_string_are_accepted() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
