@@ -625,7 +625,7 @@ impl Store {
 
         let found = fields
             .iter()
-            .filter_map(|field| self.holders(tenant, field, &wanted).first().copied())
+            .filter_map(|field| self.holders(tenant, field, &wanted).next())
             .min();
         match found {
             Some(id) => Ok(Reply::ok(json!({ "user": self.render_user(id) }))),
@@ -866,17 +866,21 @@ impl Store {
     }
 
     fn login_taken(&self, tenant: Uuid, id: Uuid, field: &'static str, value: &str) -> bool {
-        self.holders(tenant, field, value)
-            .iter()
-            .any(|other| *other != id)
+        self.holders(tenant, field, value).any(|other| other != id)
     }
 
-    /// The users of `tenant` whose `field` is `value` ignoring case, by id.
-    fn holders(&self, tenant: Uuid, field: &'static str, value: &str) -> Vec<Uuid> {
+    /// The users of `tenant` whose `field` is `value` ignoring case, in id order.
+    fn holders(
+        &self,
+        tenant: Uuid,
+        field: &'static str,
+        value: &str,
+    ) -> impl Iterator<Item = Uuid> + '_ {
         self.logins
             .get(&(tenant, field, value.to_lowercase()))
-            .map(|ids| ids.iter().copied().collect())
-            .unwrap_or_default()
+            .into_iter()
+            .flatten()
+            .copied()
     }
 
     fn index_logins(&mut self, id: Uuid) {
