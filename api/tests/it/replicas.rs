@@ -532,6 +532,13 @@ async fn postgres_restarted_under_load_answers_503_fast_loses_no_write_and_recov
         assert!(*took < Duration::from_secs(3), "a request hung: {outage:?}");
     }
     assert!(recovered, "never recovered without a restart");
+    // The test's own pooled connection died with Postgres too; count on a fresh one.
+    let mut config = crate::helpers::test_config();
+    config.store.database_url = url.parse().unwrap();
+    let app = crate::helpers::TestApp {
+        pool: tenancy::db::connect(&config.store.db()).await.unwrap(),
+        ..app
+    };
     let stored = app.user_count(&tenant).await;
     assert_eq!(
         stored as usize,
