@@ -66,6 +66,12 @@ pub struct StoreConfig {
     #[arg(long, env = "ROSTER_DB_STATEMENT_CACHE", default_value_t = 2000)]
     pub db_statement_cache: usize,
 
+    /// Pools the tenants' connections are split into; each tenant has a home pool, so each
+    /// Postgres backend caches only its share of the tenants' tables and statements. 0: one
+    /// pool per connection. (A fifth of the connections, one to four, serve the control schema.)
+    #[arg(long, env = "ROSTER_DB_TENANT_POOLS", default_value_t = 0)]
+    pub db_tenant_pools: u32,
+
     /// Redis URL (secret: may hold a password). Empty runs single-node, with in-process key
     /// caching and rate limits.
     #[arg(
@@ -85,6 +91,7 @@ impl StoreConfig {
             max_connections: self.db_max_connections,
             acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
             statement_cache: self.db_statement_cache,
+            tenant_pools: self.db_tenant_pools,
         }
     }
 }

@@ -46,7 +46,10 @@ impl HealthApi {
     /// Readiness: Postgres answers; Redis state is reported but does not decide.
     #[oai(path = "/readyz", method = "get", operation_id = "readyz")]
     async fn readyz(&self, state: Data<&AppState>) -> ReadyResponse {
-        let postgres_ok = sqlx::query("select 1").execute(&state.pool).await.is_ok();
+        let postgres_ok = sqlx::query("select 1")
+            .execute(state.db.control())
+            .await
+            .is_ok();
         let readiness = Readiness {
             postgres: if postgres_ok { "ok" } else { "unreachable" }.to_owned(),
             redis: state.redis.state().as_str().to_owned(),

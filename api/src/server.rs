@@ -7,6 +7,7 @@ use anyhow::Context;
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::middleware::CatchPanic;
 use poem::{Endpoint, EndpointExt, Route, Server};
+use tenancy::db::Db;
 use tokio::task::JoinHandle;
 
 use crate::config::ServeConfig;
@@ -57,11 +58,11 @@ impl Running {
 /// Connects to Postgres and Redis, checks the control schema, binds and starts serving.
 pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
     crate::metrics::install();
-    let pool = tenancy::db::connect(&config.store.db())
+    let db = Db::connect(&config.store.db())
         .await
         .context("cannot connect to Postgres")?;
-    tenancy::migrate::ensure_control_current(&pool).await?;
-    warn_about_tenants_behind(&pool).await?;
+    tenancy::migrate::ensure_control_current(db.control()).await?;
+    warn_about_tenants_behind(db.control()).await?;
     let redis = connect_redis(config.store.redis_url.expose()).await?;
 
     let acceptor = TcpListener::bind(config.listen)
@@ -78,7 +79,7 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
     if config.public_url.is_none() {
         config.public_url = Some(format!("http://{addr}"));
     }
-    let state = AppState::new(&config, pool, redis)?;
+    let state = AppState::new(&config, db, redis)?;
     let (shutdown, signal) = tokio::sync::oneshot::channel::<()>();
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let server = Server::new_with_acceptor(LenientRequestLines(acceptor));
@@ -94,7 +95,7 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
             )
             .await
     });
-    let maintenance = tokio::spawn(prune_journals(state.pool.clone()));
+    let maintenance = tokio::spawn(prune_journals(state.db.clone()));
     tracing::info!(listen = %addr, "serving");
     Ok(Running {
         addr,
@@ -118,14 +119,14 @@ pub async fn wait_for_shutdown(running: Running) -> anyhow::Result<()> {
 }
 
 /// Prunes every tenant's journal by its retention, a minute after start and hourly after.
-async fn prune_journals(pool: sqlx::PgPool) {
+async fn prune_journals(db: Db) {
     let mut hourly = tokio::time::interval_at(
         tokio::time::Instant::now() + Duration::from_secs(60),
         Duration::from_secs(3600),
     );
     loop {
         hourly.tick().await;
-        match crate::directory::journal::prune(&pool).await {
+        match crate::directory::journal::prune(&db).await {
             Ok(pruned) => tracing::info!(entries = pruned, "journal pruned"),
             Err(e) => tracing::warn!(error = %e, "journal pruning failed; retrying in an hour"),
         }

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::PgPool;
 use tenancy::cache::KeyCache;
+use tenancy::db::Db;
 use tenancy::keys::LastUsed;
 use tenancy::limits::{AuthFailures, TenantLimits};
 use tenancy::redis_link::RedisLink;
@@ -18,7 +18,8 @@ use crate::fusionauth::{ClientConfig, FusionAuthClient, KeySealer, UrlPolicy};
 /// Shared, cheaply cloneable service state.
 #[derive(Clone)]
 pub struct AppState {
-    pub pool: PgPool,
+    /// The control pool and the tenant pools.
+    pub db: Db,
     pub redis: RedisLink,
     pub keys: KeyCache,
     pub last_used: LastUsed,
@@ -42,7 +43,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: &ServeConfig, pool: PgPool, redis: RedisLink) -> anyhow::Result<Self> {
+    pub fn new(config: &ServeConfig, db: Db, redis: RedisLink) -> anyhow::Result<Self> {
         let url_policy = UrlPolicy {
             allow_private: config.fusionauth.fusionauth_allow_private_urls,
         };
@@ -54,9 +55,9 @@ impl AppState {
                 TokenVerifier::from_config(&config.admin_auth)
                     .context("invalid admin token configuration")?,
             ),
-            journal: JournalWriter::spawn(pool.clone()),
-            keys: KeyCache::new(pool.clone(), redis.clone()),
-            last_used: LastUsed::new(pool.clone()),
+            journal: JournalWriter::spawn(db.clone()),
+            keys: KeyCache::new(db.control().clone(), redis.clone()),
+            last_used: LastUsed::new(db.control().clone()),
             limits: TenantLimits::new(redis.clone(), config.default_rate_limit),
             auth_failures: AuthFailures::new(config.auth_failures_per_minute),
             public_url: config.public_url(),
@@ -65,7 +66,7 @@ impl AppState {
                 timeout: Duration::from_secs(config.body_timeout_secs),
             },
             trust_forwarded_for: config.trust_forwarded_for,
-            pool,
+            db,
             redis,
         })
     }

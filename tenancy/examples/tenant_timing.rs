@@ -41,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
         max_connections: u32::try_from(args.concurrency + 2)?,
         acquire_timeout: Duration::from_secs(30),
         statement_cache: 100,
+        tenant_pools: 0,
     })
     .await
     .context("cannot connect to Postgres")?;

@@ -1,10 +1,15 @@
-//! The shared connection pool.
+//! Connections to Postgres: one pool for the tools, and for the server a control pool plus
+//! tenant pools that each serve a fixed share of the tenants.
 
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
+
+use crate::SchemaName;
 
 /// Pooled connections idle longer than this are pinged before use.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
@@ -20,6 +25,9 @@ pub struct DbConfig {
     pub acquire_timeout: Duration,
     /// Prepared statements kept per connection (see [`crate::scope`] for why it is large).
     pub statement_cache: usize,
+    /// How many pools [`Db::connect`] splits the tenants' connections into; 0 gives each
+    /// tenant connection a pool of its own.
+    pub tenant_pools: u32,
 }
 
 /// Opens the pool, creating the database first when it does not exist yet.
@@ -29,6 +37,14 @@ pub struct DbConfig {
 pub async fn connect(config: &DbConfig) -> Result<PgPool, sqlx::Error> {
     let options = connect_options(&config.url)?.statement_cache_capacity(config.statement_cache);
     create_database_if_missing(&options).await?;
+    open_pool(config, &options, config.max_connections).await
+}
+
+async fn open_pool(
+    config: &DbConfig,
+    options: &PgConnectOptions,
+    max_connections: u32,
+) -> Result<PgPool, sqlx::Error> {
     // sqlx's own test pings before *every* acquire, adding a round trip to every request.
     // Pinging only connections that sat idle for a while keeps the hot path at one trip per
     // statement and still weeds out connections that died while unused (a Postgres restart).
@@ -42,10 +58,130 @@ pub async fn connect(config: &DbConfig) -> Result<PgPool, sqlx::Error> {
                 Ok(true)
             })
         })
-        .max_connections(config.max_connections)
+        .max_connections(max_connections)
         .acquire_timeout(config.acquire_timeout)
-        .connect_with(options)
+        .connect_with(options.clone())
         .await
+}
+
+/// The server's connections: a small pool for the control schema, and the tenant connections
+/// split into pools, each tenant's home always the same one.
+///
+/// Every Postgres backend keeps, for each tenant whose tables it has touched, the relation
+/// caches of those tables (about 34 kB a tenant) and one prepared statement per query (about
+/// 22 kB each, `pg_backend_memory_contexts`). With one shared pool every connection ends up
+/// holding every tenant: 65 MB per thousand tenants per backend, and at 10,000 tenants most
+/// requests land on a connection that has never seen their tenant, so Postgres parses, plans
+/// and builds caches before it can run the query. With a home pool each backend holds only its
+/// share of the tenants, and a tenant's requests find their statements prepared.
+///
+/// A request whose home pool has no idle connection (and no room to open one) borrows an idle
+/// connection from another pool rather than queueing behind its neighbours; only when no pool
+/// has one idle does it wait, at home.
+#[derive(Clone, Debug)]
+pub struct Db {
+    control: PgPool,
+    tenants: Arc<[PgPool]>,
+}
+
+impl Db {
+    /// Opens the pools: of `max_connections`, a fifth (one to four) serves the control schema
+    /// and the rest are split into `tenant_pools` pools. A budget of one connection is shared.
+    pub async fn connect(config: &DbConfig) -> Result<Db, sqlx::Error> {
+        let options =
+            connect_options(&config.url)?.statement_cache_capacity(config.statement_cache);
+        create_database_if_missing(&options).await?;
+        let total = config.max_connections.max(1);
+        if total == 1 {
+            let pool = open_pool(config, &options, 1).await?;
+            return Ok(Db::single(pool));
+        }
+        let control = (total / 5).clamp(1, 4);
+        let sizes = split(total - control, config.tenant_pools);
+        let mut tenants = Vec::with_capacity(sizes.len());
+        for size in sizes {
+            tenants.push(open_pool(config, &options, size).await?);
+        }
+        Ok(Db {
+            control: open_pool(config, &options, control).await?,
+            tenants: tenants.into(),
+        })
+    }
+
+    /// One pool for everything: the control schema and every tenant.
+    pub fn single(pool: PgPool) -> Db {
+        Db {
+            tenants: Arc::new([pool.clone()]),
+            control: pool,
+        }
+    }
+
+    /// The pool for the control schema (the tenant registry, keys, the audit trail).
+    pub fn control(&self) -> &PgPool {
+        &self.control
+    }
+
+    /// The tenant pools, in home order.
+    pub fn tenant_pools(&self) -> &[PgPool] {
+        &self.tenants
+    }
+
+    /// Which of [`Db::tenant_pools`] is `schema`'s home.
+    pub fn home_of(&self, schema: &SchemaName) -> usize {
+        let mut hasher = DefaultHasher::new();
+        schema.hash(&mut hasher);
+        (hasher.finish() % self.tenants.len() as u64) as usize
+    }
+
+    /// Every pool, the control pool first.
+    pub fn all_pools(&self) -> impl Iterator<Item = &PgPool> {
+        std::iter::once(&self.control).chain(self.tenants.iter())
+    }
+
+    pub async fn close(&self) {
+        for pool in self.all_pools() {
+            pool.close().await;
+        }
+    }
+}
+
+/// Where a tenant's queries run: its home pool unless that one is busy and another is idle.
+pub trait TenantPools {
+    fn pool_for(&self, schema: &SchemaName) -> &PgPool;
+}
+
+impl TenantPools for PgPool {
+    fn pool_for(&self, _schema: &SchemaName) -> &PgPool {
+        self
+    }
+}
+
+impl TenantPools for Db {
+    fn pool_for(&self, schema: &SchemaName) -> &PgPool {
+        let home_index = self.home_of(schema);
+        let home = &self.tenants[home_index];
+        if home.num_idle() > 0 || home.size() < home.options().get_max_connections() {
+            return home;
+        }
+        let count = self.tenants.len();
+        (1..count)
+            .map(|step| &self.tenants[(home_index + step) % count])
+            .find(|pool| pool.num_idle() > 0)
+            .unwrap_or(home)
+    }
+}
+
+/// `connections` split into `pools` pool sizes as even as they go (0 pools: one per connection).
+fn split(connections: u32, pools: u32) -> Vec<u32> {
+    let connections = connections.max(1);
+    let pools = if pools == 0 {
+        connections
+    } else {
+        pools.min(connections)
+    };
+    (0..pools)
+        .map(|i| connections / pools + u32::from(i < connections % pools))
+        .collect()
 }
 
 /// Every connection plans each prepared statement once, generically.
@@ -89,4 +225,17 @@ async fn create_database_if_missing(options: &PgConnectOptions) -> Result<(), sq
         Err(e) => return Err(e),
     }
     admin.close().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    #[test]
+    fn connections_split_into_pools_as_evenly_as_they_go() {
+        assert_eq!(split(16, 0), vec![1; 16]);
+        assert_eq!(split(16, 5), [4, 3, 3, 3, 3]);
+        assert_eq!(split(3, 8), [1, 1, 1]);
+        assert_eq!(split(0, 0), [1]);
+    }
 }

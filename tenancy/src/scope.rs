@@ -4,14 +4,16 @@
 //! The pool's `search_path` is the control schema, which holds no tenant tables, and it never
 //! changes. So a query that forgets the schema fails with "relation does not exist" instead of
 //! reading another tenant's rows, and each tenant's statements stay prepared and planned on
-//! every connection: had requests switched `search_path` per tenant instead, Postgres would
-//! re-plan every cached statement on each switch, which measured at close to half of its CPU.
+//! the connections of its home pool ([`crate::db::Db`]): had requests switched `search_path`
+//! per tenant instead, Postgres would re-plan every cached statement on each switch, which
+//! measured at close to half of its CPU.
 
 use std::ops::DerefMut;
 
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
+use crate::db::TenantPools;
 use crate::SchemaName;
 
 /// A connection, or a transaction, on one tenant's tables.
@@ -34,9 +36,9 @@ pub struct TenantDb<'c> {
 }
 
 /// Begins a transaction on `schema`'s tables.
-pub async fn begin(pool: &PgPool, schema: &SchemaName) -> Result<TenantTx, sqlx::Error> {
+pub async fn begin(pools: &impl TenantPools, schema: &SchemaName) -> Result<TenantTx, sqlx::Error> {
     Ok(Scoped {
-        conn: pool.begin().await?,
+        conn: pools.pool_for(schema).begin().await?,
         schema: schema.clone(),
     })
 }
@@ -44,15 +46,19 @@ pub async fn begin(pool: &PgPool, schema: &SchemaName) -> Result<TenantTx, sqlx:
 /// A connection for reading `schema`'s tables outside a transaction. Under Postgres's default
 /// `read committed` isolation every statement sees its own snapshot anyway, so a transaction
 /// would add two round trips and no consistency.
-pub async fn read(pool: &PgPool, schema: &SchemaName) -> Result<TenantConn, sqlx::Error> {
+pub async fn read(
+    pools: &impl TenantPools,
+    schema: &SchemaName,
+) -> Result<TenantConn, sqlx::Error> {
     Ok(Scoped {
-        conn: pool.acquire().await?,
+        conn: pools.pool_for(schema).acquire().await?,
         schema: schema.clone(),
     })
 }
 
 /// A transaction over several tenants' tables at once, for the service's own bookkeeping (the
-/// journal writer commits every tenant's read entries together): each use names its tenant.
+/// journal writer commits the read entries of all tenants at home in one pool together): each
+/// use names its tenant.
 pub struct AcrossTenants {
     conn: Transaction<'static, Postgres>,
 }

@@ -69,7 +69,7 @@ impl AuditApi {
         }
 
         let tenant_id = match &slug {
-            Some(slug) => Some(tenants::require_by_slug(&state.pool, slug).await?.id),
+            Some(slug) => Some(tenants::require_by_slug(state.db.control(), slug).await?.id),
             None => None,
         };
         let filter = AuditFilter {
@@ -79,7 +79,7 @@ impl AuditApi {
             before_id: parse_cursor(cursor.0.as_deref())?,
         };
         let limit = page::limit(limit.0);
-        let rows = audit::list(&state.pool, &filter, page::fetch_size(limit)).await?;
+        let rows = audit::list(state.db.control(), &filter, page::fetch_size(limit)).await?;
         let (rows, next_cursor) = page::finish(rows, limit, |record| record.id.to_string());
 
         Ok(Json(AuditPage {

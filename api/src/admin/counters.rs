@@ -47,9 +47,9 @@ impl CountersApi {
 
         let days = days.0.unwrap_or(DEFAULT_DAYS);
         let since = Utc::now() - Duration::days(i64::from(days));
-        let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
+        let tenant = tenants::require_by_slug(state.db.control(), &slug).await?;
 
-        let mut conn = tenancy::scope::read(&state.pool, &tenant.schema).await?;
+        let mut conn = tenancy::scope::read(&state.db, &tenant.schema).await?;
         let counted = journal::counters(&mut conn.db(), since).await?;
 
         Ok(Json(Counters::new(days, since, counted)))

@@ -58,9 +58,9 @@ impl GroupsApi {
         admin.authorize(Access::Write, &slug)?;
 
         let new_group = body.0.validated()?;
-        let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
+        let tenant = tenants::require_by_slug(state.db.control(), &slug).await?;
 
-        let mut tx = tenancy::scope::begin(&state.pool, &tenant.schema).await?;
+        let mut tx = tenancy::scope::begin(&state.db, &tenant.schema).await?;
         let group = groups::create(&mut tx.db(), &new_group)
             .await
             .map_err(group_error)?;
@@ -116,10 +116,10 @@ impl GroupsApi {
         admin.authorize(Access::Read, &slug)?;
 
         let after = cursor.0.as_deref().map(decode_cursor).transpose()?;
-        let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
+        let tenant = tenants::require_by_slug(state.db.control(), &slug).await?;
 
         let limit = page::limit(limit.0);
-        let mut conn = tenancy::scope::read(&state.pool, &tenant.schema).await?;
+        let mut conn = tenancy::scope::read(&state.db, &tenant.schema).await?;
         let rows =
             groups::list_counted(&mut conn.db(), after.as_ref(), page::fetch_size(limit)).await?;
         let (rows, next_cursor) = page::finish(rows, limit, |row| {
@@ -154,8 +154,8 @@ impl GroupsApi {
     ) -> AdminResult<Json<GroupView>, Lookup> {
         admin.authorize(Access::Read, &slug)?;
 
-        let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
-        let mut conn = tenancy::scope::read(&state.pool, &tenant.schema).await?;
+        let tenant = tenants::require_by_slug(state.db.control(), &slug).await?;
+        let mut conn = tenancy::scope::read(&state.db, &tenant.schema).await?;
         let group = require_counted(&mut conn.db(), group_id.0).await?;
 
         Ok(Json(GroupView::new(&group, &tenant, Utc::now())))
@@ -185,9 +185,9 @@ impl GroupsApi {
         admin.authorize(Access::Write, &slug)?;
 
         let update = body.0.validated()?;
-        let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
+        let tenant = tenants::require_by_slug(state.db.control(), &slug).await?;
 
-        let mut tx = tenancy::scope::begin(&state.pool, &tenant.schema).await?;
+        let mut tx = tenancy::scope::begin(&state.db, &tenant.schema).await?;
         require_counted(&mut tx.db(), group_id.0).await?;
         apply_update(&mut tx.db(), group_id.0, &update, admin.request_id())
             .await
@@ -226,9 +226,9 @@ impl GroupsApi {
     ) -> AdminResult<DeletedGroup, Conflicting> {
         admin.authorize(Access::Write, &slug)?;
 
-        let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
+        let tenant = tenants::require_by_slug(state.db.control(), &slug).await?;
 
-        let mut tx = tenancy::scope::begin(&state.pool, &tenant.schema).await?;
+        let mut tx = tenancy::scope::begin(&state.db, &tenant.schema).await?;
         let group = groups::delete(&mut tx.db(), group_id.0, admin.request_id())
             .await
             .map_err(group_error)?;

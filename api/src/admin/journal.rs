@@ -76,10 +76,10 @@ impl JournalApi {
             to: to.0,
             before_id: parse_cursor(cursor.0.as_deref())?,
         };
-        let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
+        let tenant = tenants::require_by_slug(state.db.control(), &slug).await?;
 
         let limit = page::limit(limit.0);
-        let mut conn = tenancy::scope::read(&state.pool, &tenant.schema).await?;
+        let mut conn = tenancy::scope::read(&state.db, &tenant.schema).await?;
         let rows = journal::list(&mut conn.db(), &filter, page::fetch_size(limit)).await?;
         let (rows, next_cursor) = page::finish(rows, limit, |entry| entry.id.to_string());
 

@@ -54,9 +54,9 @@ impl KeysApi {
         admin.authorize(Access::Write, &slug)?;
 
         let request = body.0;
-        let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
+        let tenant = tenants::require_by_slug(state.db.control(), &slug).await?;
 
-        let mut tx = state.pool.begin().await?;
+        let mut tx = state.db.control().begin().await?;
         let key = issue_key(
             &mut tx,
             &admin,
@@ -89,8 +89,8 @@ impl KeysApi {
     ) -> AdminResult<Json<KeyList>, Lookup> {
         admin.authorize(Access::Read, &slug)?;
 
-        let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
-        let keys = keys::list(&state.pool, tenant.id).await?;
+        let tenant = tenants::require_by_slug(state.db.control(), &slug).await?;
+        let keys = keys::list(state.db.control(), tenant.id).await?;
 
         let now = Utc::now();
         Ok(Json(KeyList {
@@ -118,9 +118,9 @@ impl KeysApi {
     ) -> AdminResult<Json<KeyView>, Change> {
         admin.authorize(Access::Write, &slug)?;
 
-        let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
+        let tenant = tenants::require_by_slug(state.db.control(), &slug).await?;
 
-        let mut tx = state.pool.begin().await?;
+        let mut tx = state.db.control().begin().await?;
         let revoked = keys::revoke(&mut *tx, tenant.id, &key_id.0.to_string()).await?;
         let detail = json!({ "key_id": revoked.id, "service_account": revoked.service_account });
         let audited = AuditEvent {

@@ -55,10 +55,10 @@ impl MembershipsApi {
         admin.authorize(Access::Read, &slug)?;
 
         let after = parse_cursor(cursor.0.as_deref())?;
-        let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
+        let tenant = tenants::require_by_slug(state.db.control(), &slug).await?;
 
         let limit = page::limit(limit.0);
-        let mut conn = tenancy::scope::read(&state.pool, &tenant.schema).await?;
+        let mut conn = tenancy::scope::read(&state.db, &tenant.schema).await?;
         require_counted(&mut conn.db(), group_id.0).await?;
         let rows =
             groups::members(&mut conn.db(), group_id.0, after, page::fetch_size(limit)).await?;
@@ -92,9 +92,9 @@ impl MembershipsApi {
         admin.authorize(Access::Write, &slug)?;
 
         let user_ids = body.0.validated()?;
-        let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
+        let tenant = tenants::require_by_slug(state.db.control(), &slug).await?;
 
-        let mut tx = tenancy::scope::begin(&state.pool, &tenant.schema).await?;
+        let mut tx = tenancy::scope::begin(&state.db, &tenant.schema).await?;
         let added =
             groups::add_platform_members(&mut tx.db(), group_id.0, &user_ids, admin.request_id())
                 .await
@@ -134,9 +134,9 @@ impl MembershipsApi {
     ) -> AdminResult<MemberRemoved, Conflicting> {
         admin.authorize(Access::Write, &slug)?;
 
-        let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
+        let tenant = tenants::require_by_slug(state.db.control(), &slug).await?;
 
-        let mut tx = tenancy::scope::begin(&state.pool, &tenant.schema).await?;
+        let mut tx = tenancy::scope::begin(&state.db, &tenant.schema).await?;
         let removed = groups::remove_platform_members(
             &mut tx.db(),
             group_id.0,

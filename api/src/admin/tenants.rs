@@ -47,7 +47,7 @@ impl TenantsApi {
         admin.authorize_service(Access::Write)?;
 
         let request = body.0;
-        let mut tx = state.pool.begin().await?;
+        let mut tx = state.db.control().begin().await?;
         let tenant = tenants::create_in(&mut tx, &request.slug, &request.name).await?;
         let detail = json!({ "name": tenant.name });
         record(&mut *tx, event(&admin, "tenant.create", &tenant, detail)).await?;
@@ -89,7 +89,7 @@ impl TenantsApi {
         let cursor = slug_cursor(cursor.0.as_deref())?;
         let rows = match scope {
             Some(slug) => scoped_listing(&state, slug, cursor).await?,
-            None => tenants::list(&state.pool, cursor, page::fetch_size(limit)).await?,
+            None => tenants::list(state.db.control(), cursor, page::fetch_size(limit)).await?,
         };
         let (rows, next_cursor) = page::finish(rows, limit, |tenant| tenant.slug.clone());
 
@@ -115,7 +115,7 @@ impl TenantsApi {
     ) -> AdminResult<Json<TenantView>, Lookup> {
         admin.authorize(Access::Read, &slug)?;
 
-        let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
+        let tenant = tenants::require_by_slug(state.db.control(), &slug).await?;
 
         Ok(Json(TenantView::new(&tenant, &state.public_url)))
     }
@@ -145,12 +145,12 @@ impl TenantsApi {
             admin.authorize_service(Access::Write)?;
         }
 
-        let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
+        let tenant = tenants::require_by_slug(state.db.control(), &slug).await?;
         let update = settings_update(&settings);
         let connection = connection_change(&state, &tenant, &settings.fusionauth)?;
         let detail = change_detail(&settings);
 
-        let mut tx = state.pool.begin().await?;
+        let mut tx = state.db.control().begin().await?;
         if let Some(connection) = &connection {
             tenants::set_fusionauth(&mut *tx, tenant.id, connection.as_ref()).await?;
         }
@@ -230,10 +230,10 @@ impl TenantsApi {
     ) -> AdminResult<Deleted, Change> {
         admin.authorize_service(Access::Write)?;
 
-        let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
+        let tenant = tenants::require_by_slug(state.db.control(), &slug).await?;
         require_confirmation(&tenant, confirm.0.as_deref())?;
 
-        let mut tx = state.pool.begin().await?;
+        let mut tx = state.db.control().begin().await?;
         tenants::delete_in(&mut tx, tenant.id).await?;
         let detail = json!({ "name": tenant.name });
         record(&mut *tx, event(&admin, "tenant.delete", &tenant, detail)).await?;
@@ -261,7 +261,7 @@ async fn scoped_listing(
     slug: &str,
     cursor: Option<&str>,
 ) -> Result<Vec<Tenant>, AdminError> {
-    let tenant = tenants::get_by_slug(&state.pool, slug).await?;
+    let tenant = tenants::get_by_slug(state.db.control(), slug).await?;
     Ok(tenant
         .filter(|tenant| cursor.is_none_or(|after| tenant.slug.as_str() > after))
         .into_iter()
@@ -275,13 +275,13 @@ async fn change_status(
     slug: &str,
     status: TenantStatus,
 ) -> Result<Tenant, AdminError> {
-    let tenant = tenants::require_by_slug(&state.pool, slug).await?;
+    let tenant = tenants::require_by_slug(state.db.control(), slug).await?;
     let action = match status {
         TenantStatus::Active => "tenant.resume",
         TenantStatus::Suspended => "tenant.suspend",
     };
 
-    let mut tx = state.pool.begin().await?;
+    let mut tx = state.db.control().begin().await?;
     tenants::set_status(&mut *tx, tenant.id, status).await?;
     let detail = json!({ "previous_status": Status::from(tenant.status).as_str() });
     record(&mut *tx, event(admin, action, &tenant, detail)).await?;

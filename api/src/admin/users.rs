@@ -85,10 +85,10 @@ impl UsersApi {
             active: active.0,
             after: cursor.0.as_deref().map(decode_cursor).transpose()?,
         };
-        let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
+        let tenant = tenants::require_by_slug(state.db.control(), &slug).await?;
 
         let limit = page::limit(limit.0);
-        let mut conn = tenancy::scope::read(&state.pool, &tenant.schema).await?;
+        let mut conn = tenancy::scope::read(&state.db, &tenant.schema).await?;
         let rows = users::search(&mut conn.db(), &search, page::fetch_size(limit)).await?;
         let (rows, next_cursor) = page::finish(rows, limit, encode_cursor);
 
@@ -118,8 +118,8 @@ impl UsersApi {
     ) -> AdminResult<Json<UserDetail>, Lookup> {
         admin.authorize(Access::Read, &slug)?;
 
-        let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
-        let mut conn = tenancy::scope::read(&state.pool, &tenant.schema).await?;
+        let tenant = tenants::require_by_slug(state.db.control(), &slug).await?;
+        let mut conn = tenancy::scope::read(&state.db, &tenant.schema).await?;
         let user = users::get(&mut conn.db(), user_id.0)
             .await?
             .ok_or_else(|| no_user(user_id.0))?;
@@ -165,7 +165,7 @@ impl UsersApi {
         admin.authorize(Access::Write, &slug)?;
 
         let change = body.0.validated()?;
-        let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
+        let tenant = tenants::require_by_slug(state.db.control(), &slug).await?;
         let user = load_user(&state, &tenant, user_id.0).await?;
         ensure_email_free(&state, &tenant, &change, user.id).await?;
 
@@ -178,7 +178,7 @@ impl UsersApi {
         };
         let trace = in_fusionauth(&state, &tenant, &user, Action::Update(&update)).await?;
 
-        let mut tx = tenancy::scope::begin(&state.pool, &tenant.schema).await?;
+        let mut tx = tenancy::scope::begin(&state.db, &tenant.schema).await?;
         let updated =
             users::update_profile(&mut tx.db(), user.id, &change, admin.request_id(), trace)
                 .await
@@ -261,11 +261,11 @@ impl UsersApi {
     ) -> AdminResult<DeletedUser, Conflicting> {
         admin.authorize(Access::Write, &slug)?;
 
-        let tenant = tenants::require_by_slug(&state.pool, &slug).await?;
+        let tenant = tenants::require_by_slug(state.db.control(), &slug).await?;
         let user = load_user(&state, &tenant, user_id.0).await?;
         let trace = in_fusionauth(&state, &tenant, &user, Action::Delete).await?;
 
-        let mut tx = tenancy::scope::begin(&state.pool, &tenant.schema).await?;
+        let mut tx = tenancy::scope::begin(&state.db, &tenant.schema).await?;
         users::delete(&mut tx.db(), user.id, admin.request_id(), trace)
             .await?
             .ok_or_else(|| no_user(user.id))?;
@@ -297,7 +297,7 @@ impl UsersApi {
     ) -> AdminResult<Json<UserView>, Conflicting> {
         admin.authorize(Access::Write, slug)?;
 
-        let tenant = tenants::require_by_slug(&state.pool, slug).await?;
+        let tenant = tenants::require_by_slug(state.db.control(), slug).await?;
         let user = load_user(state, &tenant, user_id).await?;
         let action = if active {
             Action::Reactivate
@@ -306,7 +306,7 @@ impl UsersApi {
         };
         let trace = in_fusionauth(state, &tenant, &user, action).await?;
 
-        let mut tx = tenancy::scope::begin(&state.pool, &tenant.schema).await?;
+        let mut tx = tenancy::scope::begin(&state.db, &tenant.schema).await?;
         let changed = users::set_active(&mut tx.db(), user.id, active, admin.request_id(), trace)
             .await?
             .ok_or_else(|| no_user(user.id))?;
@@ -324,7 +324,7 @@ impl UsersApi {
 }
 
 async fn load_user(state: &AppState, tenant: &Tenant, id: Uuid) -> Result<User, AdminError> {
-    let mut conn = tenancy::scope::read(&state.pool, &tenant.schema).await?;
+    let mut conn = tenancy::scope::read(&state.db, &tenant.schema).await?;
     let user = users::get(&mut conn.db(), id).await?;
     user.ok_or_else(|| no_user(id))
 }
@@ -344,7 +344,7 @@ async fn ensure_email_free(
     let Some(email) = &change.work_email else {
         return Ok(());
     };
-    let mut conn = tenancy::scope::read(&state.pool, &tenant.schema).await?;
+    let mut conn = tenancy::scope::read(&state.db, &tenant.schema).await?;
     let taken = users::email_taken_by_other(&mut conn.db(), email, id).await?;
     if taken {
         return Err(email_taken());

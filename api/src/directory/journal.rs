@@ -10,11 +10,12 @@
 //! A crash of Roster can lose the last fraction of a second of read entries; it never loses a
 //! change.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
+use tenancy::db::Db;
 use tenancy::scope::TenantDb;
 use tenancy::SchemaName;
 use tokio::sync::{mpsc, oneshot};
@@ -176,9 +177,9 @@ impl Pending {
 
 impl JournalWriter {
     /// Starts the background writer; it stops when every handle is dropped.
-    pub fn spawn(pool: PgPool) -> Self {
+    pub fn spawn(db: Db) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(run(pool, receiver));
+        tokio::spawn(run(db, receiver));
         JournalWriter { sender }
     }
 
@@ -208,7 +209,7 @@ impl JournalWriter {
     }
 }
 
-async fn run(pool: PgPool, mut receiver: mpsc::Receiver<Message>) {
+async fn run(db: Db, mut receiver: mpsc::Receiver<Message>) {
     let mut pending: HashMap<SchemaName, Pending> = HashMap::new();
     // Entries that arrived since the last write, and entries kept from a failed one.
     let mut queued = 0usize;
@@ -226,12 +227,12 @@ async fn run(pool: PgPool, mut receiver: mpsc::Receiver<Message>) {
                     queued += 1;
                 }
                 Some(Message::Flush(done)) => {
-                    retained = write_all(&pool, &mut pending).await;
+                    retained = write_all(&db, &mut pending).await;
                     queued = 0;
                     let _ = done.send(());
                 }
                 None => {
-                    let lost = write_all(&pool, &mut pending).await;
+                    let lost = write_all(&db, &mut pending).await;
                     if lost > 0 {
                         tracing::warn!(entries = lost, "journal entries lost at shutdown");
                     }
@@ -240,62 +241,90 @@ async fn run(pool: PgPool, mut receiver: mpsc::Receiver<Message>) {
             },
             _ = ticker.tick() => {
                 if queued > 0 || retained > 0 {
-                    retained = write_all(&pool, &mut pending).await;
+                    retained = write_all(&db, &mut pending).await;
                     queued = 0;
                 }
             }
         }
         if queued >= BATCH_LIMIT {
-            retained = write_all(&pool, &mut pending).await;
+            retained = write_all(&db, &mut pending).await;
             queued = 0;
         }
     }
 }
 
-/// Writes every tenant's batch: all in one transaction, or when that fails, each in its own.
-/// Batches Postgres cannot take now stay in `pending`, ahead of what arrives next, for the next
-/// try; once one fails that way the rest are not tried (they would only wait out the same
-/// outage). Returns how many entries stayed.
-async fn write_all(pool: &PgPool, pending: &mut HashMap<SchemaName, Pending>) -> usize {
-    if pending.len() > 1 {
-        match write_together(pool, pending).await {
+/// Writes every tenant's batch: those of the tenants at home in one pool (see [`Db`]) in one
+/// transaction on that pool, or when that fails, each in its own. Batches Postgres cannot take
+/// now stay in `pending`, ahead of what arrives next, for the next try; once one fails that way
+/// the rest are not tried (they would only wait out the same outage). Returns how many entries
+/// stayed.
+async fn write_all(db: &Db, pending: &mut HashMap<SchemaName, Pending>) -> usize {
+    let mut by_home: BTreeMap<usize, HashMap<SchemaName, Pending>> = BTreeMap::new();
+    for (schema, batch) in pending.drain() {
+        by_home
+            .entry(db.home_of(&schema))
+            .or_default()
+            .insert(schema, batch);
+    }
+    let mut unavailable = false;
+    for (home, mut batches) in by_home {
+        if !unavailable {
+            unavailable = write_home(&db.tenant_pools()[home], &mut batches).await;
+        }
+        pending.extend(batches);
+    }
+    keep_within_retry_capacity(pending)
+}
+
+/// Writes the batches of tenants at home in `pool`, leaving in `batches` the ones to try again;
+/// true when Postgres is unavailable.
+async fn write_home(pool: &PgPool, batches: &mut HashMap<SchemaName, Pending>) -> bool {
+    if batches.len() > 1 {
+        match write_together(pool, batches).await {
             Ok(()) => {
-                pending.clear();
-                return 0;
+                batches.clear();
+                return false;
             }
             Err(e) => tracing::debug!(error = %e,
                 "journal batches written one tenant at a time: together they failed"),
         }
     }
-    let mut retained = 0usize;
     let mut unavailable = false;
-    for (schema, batch) in std::mem::take(pending) {
-        if !unavailable {
-            match write_batch(pool, &schema, &batch)
-                .await
-                .map_err(tenancy::Error::from)
-            {
-                Ok(()) => continue,
-                Err(e) if e.is_unavailable() => {
-                    tracing::warn!(tenant.schema = %schema, error = %e,
-                        "journal batches wait: Postgres is unavailable");
-                    unavailable = true;
-                }
-                Err(e) => {
-                    tracing::warn!(tenant.schema = %schema, error = %e,
-                        "could not write journal batch");
-                    continue;
-                }
-            }
+    for (schema, batch) in std::mem::take(batches) {
+        if unavailable {
+            batches.insert(schema, batch);
+            continue;
         }
+        match write_batch(pool, &schema, &batch)
+            .await
+            .map_err(tenancy::Error::from)
+        {
+            Ok(()) => {}
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(tenant.schema = %schema, error = %e,
+                    "journal batches wait: Postgres is unavailable");
+                unavailable = true;
+                batches.insert(schema, batch);
+            }
+            Err(e) => tracing::warn!(tenant.schema = %schema, error = %e,
+                "could not write journal batch"),
+        }
+    }
+    unavailable
+}
+
+/// Drops the batches beyond [`RETRY_CAPACITY`] entries; returns how many entries stay.
+fn keep_within_retry_capacity(pending: &mut HashMap<SchemaName, Pending>) -> usize {
+    let mut retained = 0usize;
+    pending.retain(|schema, batch| {
         if retained + batch.len() > RETRY_CAPACITY {
             tracing::warn!(tenant.schema = %schema, entries = batch.len(),
                 "journal batch dropped: too many entries are waiting for Postgres");
-            continue;
+            return false;
         }
         retained += batch.len();
-        pending.insert(schema, batch);
-    }
+        true
+    });
     retained
 }
 
@@ -353,17 +382,17 @@ async fn stamp_groups_read(db: &mut TenantDb<'_>, groups_read: &[Uuid]) -> Resul
 /// Deletes entries older than each tenant's retention; returns how many went. A tenant whose
 /// journal cannot be pruned is logged and skipped, so it holds back no other tenant; when
 /// Postgres is unavailable the run stops and the next one catches up.
-pub async fn prune(pool: &PgPool) -> Result<u64, tenancy::Error> {
+pub async fn prune(db: &Db) -> Result<u64, tenancy::Error> {
     let tenants: Vec<(String, i32)> =
         sqlx::query_as("select schema_name, journal_retention_days from roster_control.tenants")
-            .fetch_all(pool)
+            .fetch_all(db.control())
             .await?;
     let mut pruned = 0;
     for (schema, days) in tenants {
         let Ok(schema) = SchemaName::parse(&schema) else {
             continue;
         };
-        match prune_tenant(pool, &schema, days)
+        match prune_tenant(db, &schema, days)
             .await
             .map_err(tenancy::Error::from)
         {
@@ -376,8 +405,8 @@ pub async fn prune(pool: &PgPool) -> Result<u64, tenancy::Error> {
     Ok(pruned)
 }
 
-async fn prune_tenant(pool: &PgPool, schema: &SchemaName, days: i32) -> Result<u64, sqlx::Error> {
-    let mut tx = tenancy::scope::begin(pool, schema).await?;
+async fn prune_tenant(db: &Db, schema: &SchemaName, days: i32) -> Result<u64, sqlx::Error> {
+    let mut tx = tenancy::scope::begin(db, schema).await?;
     let db = tx.db();
     let deleted = sqlx::query(&format!(
         "delete from {s}.journal where at < now() - make_interval(days => $1)",

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use tenancy::db::Db;
 use tenancy::tenants::{self, FusionAuthSettings};
 use tenancy::TenantRef;
 use uuid::Uuid;
@@ -23,7 +23,7 @@ use crate::scim::user_request::UserRequest;
 /// What provisioning needs from the service.
 #[derive(Clone, Copy)]
 pub struct Provisioner<'a> {
-    pub pool: &'a PgPool,
+    pub db: &'a Db,
     pub client: &'a FusionAuthClient,
     pub sealer: Option<&'a KeySealer>,
     pub url_policy: UrlPolicy,
@@ -123,7 +123,7 @@ impl Provisioner<'_> {
         tenant: &TenantRef,
         request: &UserRequest,
     ) -> Result<(), CreateError> {
-        let mut conn = tenancy::scope::read(self.pool, &tenant.schema).await?;
+        let mut conn = tenancy::scope::read(self.db, &tenant.schema).await?;
         let taken =
             users::taken_attribute(&mut conn.db(), &request.user_name, request.work_email())
                 .await?;
@@ -190,7 +190,7 @@ impl Provisioner<'_> {
 
     /// The tenant's FusionAuth connection, or `None` in shadow mode.
     async fn connection(&self, tenant: &TenantRef) -> Result<Option<Connection>, CreateError> {
-        let stored = tenants::get(self.pool, tenant.id)
+        let stored = tenants::get(self.db.control(), tenant.id)
             .await
             .map_err(|e| match e {
                 tenancy::Error::Database(e) => CreateError::Database(e),
@@ -211,7 +211,7 @@ impl Provisioner<'_> {
         trace: FusionAuthTrace,
         request_id: &str,
     ) -> Result<User, CreateError> {
-        let mut tx = tenancy::scope::begin(self.pool, &tenant.schema).await?;
+        let mut tx = tenancy::scope::begin(self.db, &tenant.schema).await?;
         let mut db = tx.db();
         let user = users::insert(&mut db, &new_row(id, request, link)).await?;
         let (_, mut entries) =

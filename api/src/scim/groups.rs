@@ -18,7 +18,7 @@ use poem::http::{Method, Uri};
 use poem::web::Data;
 use poem::Response;
 use serde_json::Value;
-use sqlx::PgPool;
+use tenancy::db::Db;
 use uuid::Uuid;
 
 use super::auth::ScimCaller;
@@ -54,7 +54,7 @@ pub async fn list_groups(
     let query = query::parse(uri.query())?;
     let filter = query.sql_filter(&filter::GROUPS, &caller.tenant.schema)?;
 
-    let (page, members) = read_page(&state.pool, &caller, &query, filter.as_ref()).await?;
+    let (page, members) = read_page(&state.db, &caller, &query, filter.as_ref()).await?;
 
     let mut entry = read_entry(&caller, "scim.groups.list", 200).detail(format!(
         "{} of {} synced groups",
@@ -90,7 +90,7 @@ pub async fn get_group(
     let query = query::parse(uri.query())?;
     let group_id = parse_group_id(&id)?;
 
-    let found = read_group(&state.pool, &caller, group_id, wants_members(&query)).await?;
+    let found = read_group(&state.db, &caller, group_id, wants_members(&query)).await?;
 
     let status = if found.is_some() { 200 } else { 404 };
     let entry = read_entry(&caller, "scim.groups.get", status).group(group_id);
@@ -120,7 +120,7 @@ pub async fn patch_group(
     let (changes, quirks) =
         parsed.inspect_err(|e| journal_rejection(&state, &caller, group_id, e))?;
 
-    let applied = apply_patch(&state.pool, &caller, group_id, &changes, &quirks).await;
+    let applied = apply_patch(&state.db, &caller, group_id, &changes, &quirks).await;
     let applied = applied.map_err(|e| patch_error(&state, &caller, group_id, e))?;
 
     tracing::debug!(
@@ -180,12 +180,12 @@ fn patch_rejection(error: PatchError) -> ScimError {
 // Apply
 
 async fn read_page(
-    pool: &PgPool,
+    db: &Db,
     caller: &ScimCaller,
     query: &ListQuery,
     filter: Option<&SqlFilter>,
 ) -> Result<(Page<Group>, HashMap<Uuid, Vec<Member>>), ScimError> {
-    let mut conn = tenancy::scope::read(pool, &caller.tenant.schema).await?;
+    let mut conn = tenancy::scope::read(db, &caller.tenant.schema).await?;
     let page = groups::list_synced(&mut conn.db(), filter, query.offset(), query.count).await?;
     let members = if wants_members(query) && !page.items.is_empty() {
         let ids: Vec<Uuid> = page.items.iter().map(|group| group.id).collect();
@@ -197,12 +197,12 @@ async fn read_page(
 }
 
 async fn read_group(
-    pool: &PgPool,
+    db: &Db,
     caller: &ScimCaller,
     group_id: Uuid,
     with_members: bool,
 ) -> Result<Option<(Group, Option<Vec<Member>>)>, ScimError> {
-    let mut conn = tenancy::scope::read(pool, &caller.tenant.schema).await?;
+    let mut conn = tenancy::scope::read(db, &caller.tenant.schema).await?;
     let Some(group) = groups::get_synced(&mut conn.db(), group_id).await? else {
         return Ok(None);
     };
@@ -217,7 +217,7 @@ async fn read_group(
 /// Runs the PATCH transaction, again when Postgres reports a deadlock or serialization
 /// failure: the row locks make that unexpected, and a client must never see it as a 500.
 async fn apply_patch(
-    pool: &PgPool,
+    db: &Db,
     caller: &ScimCaller,
     group_id: Uuid,
     changes: &[GroupChange],
@@ -225,7 +225,7 @@ async fn apply_patch(
 ) -> Result<AppliedChanges, GroupError> {
     let mut attempt = 1;
     loop {
-        match apply_patch_once(pool, caller, group_id, changes, quirks).await {
+        match apply_patch_once(db, caller, group_id, changes, quirks).await {
             Err(e) if e.is_transient() && attempt < PATCH_ATTEMPTS => {
                 tracing::warn!(group.id = %group_id, attempt, error = %e, "retrying group PATCH");
                 tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
@@ -237,13 +237,13 @@ async fn apply_patch(
 }
 
 async fn apply_patch_once(
-    pool: &PgPool,
+    db: &Db,
     caller: &ScimCaller,
     group_id: Uuid,
     changes: &[GroupChange],
     quirks: &Quirks,
 ) -> Result<AppliedChanges, GroupError> {
-    let mut tx = tenancy::scope::begin(pool, &caller.tenant.schema).await?;
+    let mut tx = tenancy::scope::begin(db, &caller.tenant.schema).await?;
     let request_id = caller.request_id();
     let summary = |applied: &AppliedChanges| patch_summary(request_id, group_id, applied, quirks);
     let applied =

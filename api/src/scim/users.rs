@@ -39,7 +39,7 @@ pub async fn list_users(
     let query = query::parse(req.uri().query())?;
     let filter = query.sql_filter(&filter::USERS, &caller.tenant.schema)?;
 
-    let mut conn = tenancy::scope::read(&state.pool, &caller.tenant.schema).await?;
+    let mut conn = tenancy::scope::read(&state.db, &caller.tenant.schema).await?;
     let page = users::list(&mut conn.db(), filter.as_ref(), query.offset(), query.count).await?;
 
     let detail = format!("{} of {} matched", page.items.len(), page.total);
@@ -169,7 +169,7 @@ pub async fn delete_user(
 
 fn provisioner<'a>(state: &'a AppState) -> Provisioner<'a> {
     Provisioner {
-        pool: &state.pool,
+        db: &state.db,
         client: &state.fusionauth,
         sealer: state.sealer.as_deref(),
         url_policy: state.url_policy,
@@ -181,7 +181,7 @@ fn provisioner<'a>(state: &'a AppState) -> Provisioner<'a> {
 async fn find(state: &AppState, caller: &ScimCaller, id: &str) -> Result<User, ScimError> {
     let not_found = || ScimError::NotFound("no user with this id in this tenant".to_owned());
     let id = Uuid::parse_str(id).map_err(|_| not_found())?;
-    let mut conn = tenancy::scope::read(&state.pool, &caller.tenant.schema).await?;
+    let mut conn = tenancy::scope::read(&state.db, &caller.tenant.schema).await?;
     let user = users::get(&mut conn.db(), id).await?;
     user.ok_or_else(not_found)
 }

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 use api::directory::journal::{Entry, Outcome};
 use chrono::Utc;
 use reqwest::Method;
+use tenancy::db::{Db, DbConfig};
 use tenancy::tenants::{self, SettingsUpdate, TenantStatus};
+use tenancy::SchemaName;
 
 use crate::helpers::{spawn_app, spawn_app_with, unique_slug};
 
@@ -414,11 +416,12 @@ async fn tenants_cannot_see_each_others_rows_even_unscoped() {
 async fn scoping_does_not_leak_into_the_pool() {
     let app = spawn_app_with(|config| config.store.db_max_connections = 1).await;
     let tenant = app.create_tenant().await;
-    let pool = tenancy::db::connect(&tenancy::db::DbConfig {
+    let pool = tenancy::db::connect(&DbConfig {
         url: crate::helpers::database_url(),
         max_connections: 1,
         acquire_timeout: Duration::from_secs(5),
         statement_cache: 100,
+        tenant_pools: 0,
     })
     .await
     .unwrap();
@@ -443,6 +446,86 @@ async fn scoping_does_not_leak_into_the_pool() {
         .unwrap();
 
     assert_eq!(path, "roster_control");
+}
+
+/// Six connections, a tenant pool per connection after the control pool's one.
+async fn routed_db() -> Db {
+    Db::connect(&DbConfig {
+        url: crate::helpers::database_url(),
+        max_connections: 6,
+        acquire_timeout: Duration::from_secs(60),
+        statement_cache: 100,
+        tenant_pools: 0,
+    })
+    .await
+    .unwrap()
+}
+
+async fn backend_pid(conn: &mut sqlx::PgConnection) -> i32 {
+    sqlx::query_scalar("select pg_backend_pid()")
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+/// Waits until every connection of `pool` is idle again: sqlx hands a released connection back
+/// from a task of its own, after a ping.
+async fn back_in_its_pool(pool: &sqlx::PgPool) {
+    while pool.num_idle() < pool.size() as usize {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Each tenant keeps to its home pool, so only that pool's backends cache its tables and
+/// statements (see `tenancy::db::Db`).
+#[tokio::test]
+async fn a_tenant_is_served_by_the_connections_of_its_home_pool() {
+    let db = routed_db().await;
+    let schema = SchemaName::generate();
+    let home = &db.tenant_pools()[db.home_of(&schema)];
+
+    let mut pids = std::collections::BTreeSet::new();
+    for _ in 0..5 {
+        let mut conn = tenancy::scope::read(&db, &schema).await.unwrap();
+        pids.insert(backend_pid(conn.db().conn).await);
+        drop(conn);
+        back_in_its_pool(home).await;
+        let mut tx = tenancy::scope::begin(&db, &schema).await.unwrap();
+        pids.insert(backend_pid(tx.db().conn).await);
+        tx.commit().await.unwrap();
+        back_in_its_pool(home).await;
+    }
+    let home_pid = backend_pid(&mut home.acquire().await.unwrap()).await;
+
+    assert_eq!(db.tenant_pools().len(), 5);
+    assert_eq!(pids.into_iter().collect::<Vec<_>>(), [home_pid]);
+    let homes: std::collections::BTreeSet<usize> = (0..50)
+        .map(|_| db.home_of(&SchemaName::generate()))
+        .collect();
+    assert!(homes.len() >= 3, "tenants spread over the pools: {homes:?}");
+}
+
+/// A tenant whose home pool is busy borrows an idle connection elsewhere instead of waiting.
+#[tokio::test]
+async fn a_tenant_whose_home_pool_is_busy_borrows_an_idle_connection() {
+    let db = routed_db().await;
+    let schema = SchemaName::generate();
+    for pool in db.tenant_pools() {
+        drop(pool.acquire().await.unwrap());
+    }
+    let mut held = db.tenant_pools()[db.home_of(&schema)]
+        .acquire()
+        .await
+        .unwrap();
+    let held_pid = backend_pid(&mut held).await;
+
+    let mut borrowed =
+        tokio::time::timeout(Duration::from_secs(10), tenancy::scope::read(&db, &schema))
+            .await
+            .expect("did not wait for the home pool's connection")
+            .unwrap();
+
+    assert_ne!(backend_pid(borrowed.db().conn).await, held_pid);
 }
 
 /// Tenant statements are planned once per connection, not five times first (see `tenancy::db`).
@@ -701,7 +784,7 @@ async fn an_exhausted_pool_answers_503_quickly_instead_of_hanging() {
     .await;
     let tenant = app.create_tenant().await;
     assert_eq!(app.scim_get(&tenant, SPC).await.status, 200);
-    let held = app.running.state.pool.acquire().await.unwrap();
+    let held = app.running.state.db.control().acquire().await.unwrap();
 
     let started = Instant::now();
     let reply = app
@@ -727,7 +810,7 @@ async fn read_journal_entries_wait_out_a_starved_pool_instead_of_being_dropped()
     })
     .await;
     let tenant = app.create_tenant().await;
-    let held = app.running.state.pool.acquire().await.unwrap();
+    let held = app.running.state.db.control().acquire().await.unwrap();
 
     let entry = Entry::new("starved-read", "scim.users.list", Outcome::Matched, 200);
     app.running

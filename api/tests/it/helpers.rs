@@ -38,6 +38,7 @@ pub fn test_config() -> ServeConfig {
             db_max_connections: 10,
             db_acquire_timeout_ms: 2000,
             db_statement_cache: 2000,
+            db_tenant_pools: 0,
             redis_url: redis_url().parse().expect("infallible"),
         },
         listen: "127.0.0.1:0".parse().expect("a socket address"),

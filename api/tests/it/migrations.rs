@@ -21,6 +21,7 @@ async fn fresh_database() -> (PgPool, String) {
         max_connections: 4,
         acquire_timeout: std::time::Duration::from_secs(5),
         statement_cache: 100,
+        tenant_pools: 0,
     })
     .await
     .unwrap();

@@ -572,7 +572,9 @@ async fn the_journal_is_pruned_by_the_tenants_retention() {
     app.scim(Method::GET, &tenant, WORK_EMAIL_PROBE, None).await;
     app.running.state.journal.flush().await;
 
-    api::directory::journal::prune(&app.pool).await.unwrap();
+    api::directory::journal::prune(&app.running.state.db)
+        .await
+        .unwrap();
 
     let left = app.journal(&tenant).await;
     assert_eq!(left.len(), 1, "{left:?}");
@@ -602,7 +604,7 @@ async fn a_tenant_whose_journal_cannot_be_pruned_is_skipped() {
     );
     sqlx::raw_sql(&refuse).execute(&app.pool).await.unwrap();
 
-    let pruned = api::directory::journal::prune(&app.pool).await;
+    let pruned = api::directory::journal::prune(&app.running.state.db).await;
 
     assert!(pruned.is_ok(), "{pruned:?}");
     assert!(app.journal(&tenant).await.is_empty());
