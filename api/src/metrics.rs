@@ -65,15 +65,11 @@ pub fn render(state: &AppState) -> String {
     };
     metrics::gauge!("roster_redis_degraded").set(degraded);
     metrics::counter!("roster_rate_limit_redis_calls_total").absolute(state.limits.redis_calls());
-    let (mut size, mut idle, mut max) = (0.0, 0.0, 0.0);
-    for pool in state.db.all_pools() {
-        size += f64::from(pool.size());
-        idle += pool.num_idle() as f64;
-        max += f64::from(pool.options().get_max_connections());
-    }
-    metrics::gauge!("roster_db_pool_connections", "state" => "idle").set(idle);
-    metrics::gauge!("roster_db_pool_connections", "state" => "in_use").set(size - idle);
-    metrics::gauge!("roster_db_pool_max_connections").set(max);
+    let usage = state.db.usage();
+    metrics::gauge!("roster_db_pool_connections", "state" => "idle").set(usage.idle as f64);
+    metrics::gauge!("roster_db_pool_connections", "state" => "in_use")
+        .set(usage.open.saturating_sub(usage.idle) as f64);
+    metrics::gauge!("roster_db_pool_max_connections").set(usage.max as f64);
     HANDLE
         .get()
         .and_then(Option::as_ref)

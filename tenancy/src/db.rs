@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
+use crate::home_pool::{self, HomePool, Taken, IDLE_BEFORE_PING};
 use crate::SchemaName;
-
-/// Pooled connections idle longer than this are pinged before use.
-const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 
 /// Name of the schema that holds the tenant registry, keys and audit trail.
 pub const CONTROL_SCHEMA: &str = "roster_control";
@@ -65,7 +65,7 @@ async fn open_pool(
 }
 
 /// The server's connections: a small pool for the control schema, and the tenant connections
-/// split into pools, each tenant's home always the same one.
+/// split into home pools (`crate::home_pool`), each tenant's home always the same one.
 ///
 /// Every Postgres backend keeps, for each tenant whose tables it has touched, the relation
 /// caches of those tables (about 34 kB a tenant) and one prepared statement per query (about
@@ -81,39 +81,36 @@ async fn open_pool(
 #[derive(Clone, Debug)]
 pub struct Db {
     control: PgPool,
-    tenants: Arc<[PgPool]>,
+    tenants: Arc<[HomePool]>,
+    /// One permit per tenant connection not in use, whichever pool it is in: a request that
+    /// finds every connection busy waits here, and the first connection handed back anywhere
+    /// serves it, rather than only one of its home pool.
+    free: Arc<Semaphore>,
+    acquire_timeout: Duration,
 }
 
 impl Db {
     /// Opens the pools: of `max_connections`, a fifth (one to four) serves the control schema
-    /// and the rest are split into `tenant_pools` pools. A budget of one connection is shared.
+    /// and the rest are split into `tenant_pools` home pools, which hold at least one
+    /// connection between them.
     pub async fn connect(config: &DbConfig) -> Result<Db, sqlx::Error> {
         let options =
             connect_options(&config.url)?.statement_cache_capacity(config.statement_cache);
         create_database_if_missing(&options).await?;
         let total = config.max_connections.max(1);
-        if total == 1 {
-            let pool = open_pool(config, &options, 1).await?;
-            return Ok(Db::single(pool));
-        }
         let control = (total / 5).clamp(1, 4);
-        let sizes = split(total - control, config.tenant_pools);
-        let mut tenants = Vec::with_capacity(sizes.len());
-        for size in sizes {
-            tenants.push(open_pool(config, &options, size).await?);
-        }
+        let sizes = split(total.saturating_sub(control), config.tenant_pools);
+        let tenant_connections = sizes.iter().sum::<u32>() as usize;
+        let tenants = sizes
+            .into_iter()
+            .map(|size| home_pool::open(options.clone(), size))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Db {
             control: open_pool(config, &options, control).await?,
             tenants: tenants.into(),
+            free: Arc::new(Semaphore::new(tenant_connections)),
+            acquire_timeout: config.acquire_timeout,
         })
-    }
-
-    /// One pool for everything: the control schema and every tenant.
-    pub fn single(pool: PgPool) -> Db {
-        Db {
-            tenants: Arc::new([pool.clone()]),
-            control: pool,
-        }
     }
 
     /// The pool for the control schema (the tenant registry, keys, the audit trail).
@@ -121,8 +118,8 @@ impl Db {
         &self.control
     }
 
-    /// The tenant pools, in home order.
-    pub fn tenant_pools(&self) -> &[PgPool] {
+    /// The home pools, in home order.
+    pub fn tenant_pools(&self) -> &[HomePool] {
         &self.tenants
     }
 
@@ -133,41 +130,100 @@ impl Db {
         (hasher.finish() % self.tenants.len() as u64) as usize
     }
 
-    /// Every pool, the control pool first.
-    pub fn all_pools(&self) -> impl Iterator<Item = &PgPool> {
-        std::iter::once(&self.control).chain(self.tenants.iter())
+    /// Connections open, idle and allowed, over every pool.
+    pub fn usage(&self) -> PoolUsage {
+        let mut usage = PoolUsage {
+            open: self.control.size() as usize,
+            idle: self.control.num_idle(),
+            max: self.control.options().get_max_connections() as usize,
+        };
+        for pool in self.tenants.iter() {
+            let status = pool.status();
+            usage.open += status.size;
+            usage.idle += status.available;
+            usage.max += status.max_size;
+        }
+        usage
     }
 
+    /// Closes every pool, saying goodbye to Postgres on each idle connection; connections in
+    /// use close when they are handed back.
     pub async fn close(&self) {
-        for pool in self.all_pools() {
-            pool.close().await;
+        self.free.close();
+        for pool in self.tenants.iter() {
+            let idle = pool.retain(|_, _| false).removed;
+            pool.close();
+            for pooled in idle {
+                pooled.close().await;
+            }
+        }
+        self.control.close().await;
+    }
+
+    /// A connection for `schema`: from its home pool unless that one is busy and another has
+    /// a connection free, waiting (up to the acquire timeout) when every one is in use.
+    async fn take_for(&self, schema: &SchemaName) -> Result<Taken, sqlx::Error> {
+        let deadline = Instant::now() + self.acquire_timeout;
+        let free = tokio::time::timeout_at(deadline, self.free.clone().acquire_owned())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        let home = self.home_of(schema);
+        // Holding a permit means some pool has a connection free; another request holding one
+        // may take it between the look and the take, and then another pool has one.
+        loop {
+            if let Some(pool) = self.pool_with_room(home) {
+                let within = deadline.saturating_duration_since(Instant::now());
+                if let Some(pooled) = home_pool::take_now(pool, within).await? {
+                    return Ok(Taken::home(pooled, free));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(sqlx::Error::PoolTimedOut);
+            }
+            tokio::task::yield_now().await;
         }
     }
-}
 
-/// Where a tenant's queries run: its home pool unless that one is busy and another is idle.
-pub trait TenantPools {
-    fn pool_for(&self, schema: &SchemaName) -> &PgPool;
-}
-
-impl TenantPools for PgPool {
-    fn pool_for(&self, _schema: &SchemaName) -> &PgPool {
-        self
-    }
-}
-
-impl TenantPools for Db {
-    fn pool_for(&self, schema: &SchemaName) -> &PgPool {
-        let home_index = self.home_of(schema);
-        let home = &self.tenants[home_index];
-        if home.num_idle() > 0 || home.size() < home.options().get_max_connections() {
-            return home;
-        }
+    /// The home pool if it has a connection free, else the first other pool that has.
+    fn pool_with_room(&self, home: usize) -> Option<&HomePool> {
         let count = self.tenants.len();
-        (1..count)
-            .map(|step| &self.tenants[(home_index + step) % count])
-            .find(|pool| pool.num_idle() > 0)
-            .unwrap_or(home)
+        (0..count)
+            .map(|step| &self.tenants[(home + step) % count])
+            .find(|pool| {
+                let status = pool.status();
+                status.available > 0 || status.size < status.max_size
+            })
+    }
+}
+
+/// Connections over all of a [`Db`]'s pools.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolUsage {
+    pub open: usize,
+    pub idle: usize,
+    pub max: usize,
+}
+
+/// Where a tenant's connection comes from.
+pub trait TenantPools {
+    fn take(
+        &self,
+        schema: &SchemaName,
+    ) -> impl std::future::Future<Output = Result<Taken, sqlx::Error>> + Send;
+}
+
+/// The command-line tools' one pool serves every tenant.
+impl TenantPools for PgPool {
+    async fn take(&self, _schema: &SchemaName) -> Result<Taken, sqlx::Error> {
+        Ok(Taken::Shared(self.acquire().await?))
+    }
+}
+
+/// The server's pools: each tenant from its home pool (see [`Db`]).
+impl TenantPools for Db {
+    async fn take(&self, schema: &SchemaName) -> Result<Taken, sqlx::Error> {
+        self.take_for(schema).await
     }
 }
 

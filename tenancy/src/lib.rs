@@ -9,6 +9,7 @@ pub mod audit;
 pub mod cache;
 pub mod db;
 mod error;
+pub mod home_pool;
 pub mod keys;
 pub mod limits;
 pub mod migrate;

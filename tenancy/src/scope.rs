@@ -8,12 +8,13 @@
 //! per tenant instead, Postgres would re-plan every cached statement on each switch, which
 //! measured at close to half of its CPU.
 
-use std::ops::DerefMut;
+use std::ops::{Deref, DerefMut};
 
-use sqlx::pool::PoolConnection;
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::postgres::PgTransactionManager;
+use sqlx::{PgConnection, TransactionManager};
 
 use crate::db::TenantPools;
+use crate::home_pool::Taken;
 use crate::SchemaName;
 
 /// A connection, or a transaction, on one tenant's tables.
@@ -23,11 +24,13 @@ pub struct Scoped<C> {
 }
 
 /// A transaction on one tenant's tables.
-pub type TenantTx = Scoped<Transaction<'static, Postgres>>;
+pub type TenantTx = Scoped<Tx>;
 
 /// A pooled connection on one tenant's tables, for reads: each statement commits on its own,
-/// so a read costs one round trip per statement and no `begin` or `commit`.
-pub type TenantConn = Scoped<PoolConnection<Postgres>>;
+/// so a read costs one round trip per statement and no `begin` or `commit`. Hand it back with
+/// [`TenantConn::done`] once the read succeeded; dropped otherwise, it is checked before its
+/// next use (see [`crate::home_pool`]).
+pub type TenantConn = Scoped<Taken>;
 
 /// What the directory's queries take: a connection and the schema their SQL must name.
 pub struct TenantDb<'c> {
@@ -38,7 +41,7 @@ pub struct TenantDb<'c> {
 /// Begins a transaction on `schema`'s tables.
 pub async fn begin(pools: &impl TenantPools, schema: &SchemaName) -> Result<TenantTx, sqlx::Error> {
     Ok(Scoped {
-        conn: pools.pool_for(schema).begin().await?,
+        conn: Tx::begin(pools.take(schema).await?).await?,
         schema: schema.clone(),
     })
 }
@@ -51,7 +54,7 @@ pub async fn read(
     schema: &SchemaName,
 ) -> Result<TenantConn, sqlx::Error> {
     Ok(Scoped {
-        conn: pools.pool_for(schema).acquire().await?,
+        conn: pools.take(schema).await?,
         schema: schema.clone(),
     })
 }
@@ -60,13 +63,18 @@ pub async fn read(
 /// journal writer commits the read entries of all tenants at home in one pool together): each
 /// use names its tenant.
 pub struct AcrossTenants {
-    conn: Transaction<'static, Postgres>,
+    conn: Tx,
 }
 
-/// Begins a transaction in which statements may go to several tenants' tables.
-pub async fn begin_across_tenants(pool: &PgPool) -> Result<AcrossTenants, sqlx::Error> {
+/// Begins a transaction in which statements may go to several tenants' tables, on the
+/// connection `pools` give `any_of_them` (the journal writer groups tenants by home pool and
+/// names one of each group).
+pub async fn begin_across_tenants(
+    pools: &impl TenantPools,
+    any_of_them: &SchemaName,
+) -> Result<AcrossTenants, sqlx::Error> {
     Ok(AcrossTenants {
-        conn: pool.begin().await?,
+        conn: Tx::begin(pools.take(any_of_them).await?).await?,
     })
 }
 
@@ -98,8 +106,59 @@ impl<C: DerefMut<Target = PgConnection>> Scoped<C> {
     }
 }
 
+impl TenantConn {
+    /// Hands the connection back as idle and healthy: every statement of the read completed.
+    pub fn done(mut self) {
+        self.conn.settle();
+    }
+}
+
 impl TenantTx {
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         self.conn.commit().await
+    }
+}
+
+/// A transaction on a taken connection: committed by [`Tx::commit`], rolled back when dropped
+/// (the `rollback` is queued and goes out before the connection's next statement, or with the
+/// check a home pool runs before reusing it).
+pub struct Tx {
+    conn: Taken,
+    open: bool,
+}
+
+impl Tx {
+    async fn begin(mut conn: Taken) -> Result<Tx, sqlx::Error> {
+        PgTransactionManager::begin(&mut conn, None).await?;
+        Ok(Tx { conn, open: true })
+    }
+
+    async fn commit(mut self) -> Result<(), sqlx::Error> {
+        PgTransactionManager::commit(&mut self.conn).await?;
+        self.open = false;
+        self.conn.settle();
+        Ok(())
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if self.open {
+            PgTransactionManager::start_rollback(&mut self.conn);
+        }
+    }
+}
+
+impl Deref for Tx {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.conn
     }
 }

@@ -51,6 +51,7 @@ impl CountersApi {
 
         let mut conn = tenancy::scope::read(&state.db, &tenant.schema).await?;
         let counted = journal::counters(&mut conn.db(), since).await?;
+        conn.done();
 
         Ok(Json(Counters::new(days, since, counted)))
     }

@@ -122,6 +122,7 @@ impl GroupsApi {
         let mut conn = tenancy::scope::read(&state.db, &tenant.schema).await?;
         let rows =
             groups::list_counted(&mut conn.db(), after.as_ref(), page::fetch_size(limit)).await?;
+        conn.done();
         let (rows, next_cursor) = page::finish(rows, limit, |row| {
             encode_cursor(&ListCursor::of(&row.group))
         });
@@ -157,6 +158,7 @@ impl GroupsApi {
         let tenant = tenants::require_by_slug(state.db.control(), &slug).await?;
         let mut conn = tenancy::scope::read(&state.db, &tenant.schema).await?;
         let group = require_counted(&mut conn.db(), group_id.0).await?;
+        conn.done();
 
         Ok(Json(GroupView::new(&group, &tenant, Utc::now())))
     }

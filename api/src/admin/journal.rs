@@ -81,6 +81,7 @@ impl JournalApi {
         let limit = page::limit(limit.0);
         let mut conn = tenancy::scope::read(&state.db, &tenant.schema).await?;
         let rows = journal::list(&mut conn.db(), &filter, page::fetch_size(limit)).await?;
+        conn.done();
         let (rows, next_cursor) = page::finish(rows, limit, |entry| entry.id.to_string());
 
         Ok(Json(JournalPage {

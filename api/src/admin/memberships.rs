@@ -62,6 +62,7 @@ impl MembershipsApi {
         require_counted(&mut conn.db(), group_id.0).await?;
         let rows =
             groups::members(&mut conn.db(), group_id.0, after, page::fetch_size(limit)).await?;
+        conn.done();
         let (rows, next_cursor) = page::finish(rows, limit, |member| member.user_id.to_string());
 
         Ok(Json(MemberPage {

@@ -90,6 +90,7 @@ impl UsersApi {
         let limit = page::limit(limit.0);
         let mut conn = tenancy::scope::read(&state.db, &tenant.schema).await?;
         let rows = users::search(&mut conn.db(), &search, page::fetch_size(limit)).await?;
+        conn.done();
         let (rows, next_cursor) = page::finish(rows, limit, encode_cursor);
 
         Ok(Json(UserPage {
@@ -130,6 +131,7 @@ impl UsersApi {
             ..Filter::default()
         };
         let recent = journal::list(&mut conn.db(), &filter, RECENT_ENTRIES).await?;
+        conn.done();
 
         Ok(Json(UserDetail {
             user: UserView::from(&user),
@@ -326,6 +328,7 @@ impl UsersApi {
 async fn load_user(state: &AppState, tenant: &Tenant, id: Uuid) -> Result<User, AdminError> {
     let mut conn = tenancy::scope::read(&state.db, &tenant.schema).await?;
     let user = users::get(&mut conn.db(), id).await?;
+    conn.done();
     user.ok_or_else(|| no_user(id))
 }
 
@@ -346,6 +349,7 @@ async fn ensure_email_free(
     };
     let mut conn = tenancy::scope::read(&state.db, &tenant.schema).await?;
     let taken = users::email_taken_by_other(&mut conn.db(), email, id).await?;
+    conn.done();
     if taken {
         return Err(email_taken());
     }

@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
 use tenancy::db::Db;
 use tenancy::scope::TenantDb;
 use tenancy::SchemaName;
@@ -267,20 +266,20 @@ async fn write_all(db: &Db, pending: &mut HashMap<SchemaName, Pending>) -> usize
             .insert(schema, batch);
     }
     let mut unavailable = false;
-    for (home, mut batches) in by_home {
+    for batches in by_home.values_mut() {
         if !unavailable {
-            unavailable = write_home(&db.tenant_pools()[home], &mut batches).await;
+            unavailable = write_home(db, batches).await;
         }
-        pending.extend(batches);
+        pending.extend(batches.drain());
     }
     keep_within_retry_capacity(pending)
 }
 
-/// Writes the batches of tenants at home in `pool`, leaving in `batches` the ones to try again;
-/// true when Postgres is unavailable.
-async fn write_home(pool: &PgPool, batches: &mut HashMap<SchemaName, Pending>) -> bool {
+/// Writes the batches of tenants that share a home pool, leaving in `batches` the ones to try
+/// again; true when Postgres is unavailable.
+async fn write_home(db: &Db, batches: &mut HashMap<SchemaName, Pending>) -> bool {
     if batches.len() > 1 {
-        match write_together(pool, batches).await {
+        match write_together(db, batches).await {
             Ok(()) => {
                 batches.clear();
                 return false;
@@ -295,7 +294,7 @@ async fn write_home(pool: &PgPool, batches: &mut HashMap<SchemaName, Pending>) -
             batches.insert(schema, batch);
             continue;
         }
-        match write_batch(pool, &schema, &batch)
+        match write_batch(db, &schema, &batch)
             .await
             .map_err(tenancy::Error::from)
         {
@@ -333,12 +332,15 @@ fn keep_within_retry_capacity(pending: &mut HashMap<SchemaName, Pending>) -> usi
 /// last, tenants in schema order, so group rows stay locked only for the end of the transaction
 /// and writers on other replicas lock them in the same order.
 async fn write_together(
-    pool: &PgPool,
+    db: &Db,
     pending: &HashMap<SchemaName, Pending>,
 ) -> Result<(), sqlx::Error> {
     let mut schemas: Vec<&SchemaName> = pending.keys().collect();
     schemas.sort_unstable();
-    let mut tx = tenancy::scope::begin_across_tenants(pool).await?;
+    let Some(first) = schemas.first() else {
+        return Ok(());
+    };
+    let mut tx = tenancy::scope::begin_across_tenants(db, first).await?;
     for schema in &schemas {
         record(&mut tx.db(schema), &pending[*schema].entries).await?;
     }
@@ -348,12 +350,8 @@ async fn write_together(
     tx.commit().await
 }
 
-async fn write_batch(
-    pool: &PgPool,
-    schema: &SchemaName,
-    batch: &Pending,
-) -> Result<(), sqlx::Error> {
-    let mut tx = tenancy::scope::begin(pool, schema).await?;
+async fn write_batch(db: &Db, schema: &SchemaName, batch: &Pending) -> Result<(), sqlx::Error> {
+    let mut tx = tenancy::scope::begin(db, schema).await?;
     record(&mut tx.db(), &batch.entries).await?;
     stamp_groups_read(&mut tx.db(), &batch.groups_read).await?;
     tx.commit().await

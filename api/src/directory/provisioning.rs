@@ -127,6 +127,7 @@ impl Provisioner<'_> {
         let taken =
             users::taken_attribute(&mut conn.db(), &request.user_name, request.work_email())
                 .await?;
+        conn.done();
         match taken {
             Some(attribute) => Err(CreateError::Conflict(DirectoryError::Conflict {
                 resource: "user",

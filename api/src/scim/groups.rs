@@ -193,6 +193,7 @@ async fn read_page(
     } else {
         Default::default()
     };
+    conn.done();
     Ok((page, members))
 }
 
@@ -204,6 +205,7 @@ async fn read_group(
 ) -> Result<Option<(Group, Option<Vec<Member>>)>, ScimError> {
     let mut conn = tenancy::scope::read(db, &caller.tenant.schema).await?;
     let Some(group) = groups::get_synced(&mut conn.db(), group_id).await? else {
+        conn.done();
         return Ok(None);
     };
     let members = if with_members {
@@ -211,6 +213,7 @@ async fn read_group(
     } else {
         None
     };
+    conn.done();
     Ok(Some((group, members)))
 }
 

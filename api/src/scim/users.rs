@@ -41,6 +41,7 @@ pub async fn list_users(
 
     let mut conn = tenancy::scope::read(&state.db, &caller.tenant.schema).await?;
     let page = users::list(&mut conn.db(), filter.as_ref(), query.offset(), query.count).await?;
+    conn.done();
 
     let detail = format!("{} of {} matched", page.items.len(), page.total);
     journal_read(&state, &caller, LIST, detail, None);
@@ -183,6 +184,7 @@ async fn find(state: &AppState, caller: &ScimCaller, id: &str) -> Result<User, S
     let id = Uuid::parse_str(id).map_err(|_| not_found())?;
     let mut conn = tenancy::scope::read(&state.db, &caller.tenant.schema).await?;
     let user = users::get(&mut conn.db(), id).await?;
+    conn.done();
     user.ok_or_else(not_found)
 }
 

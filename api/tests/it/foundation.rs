@@ -6,6 +6,7 @@ use api::directory::journal::{Entry, Outcome};
 use chrono::Utc;
 use reqwest::Method;
 use tenancy::db::{Db, DbConfig};
+use tenancy::scope::TenantConn;
 use tenancy::tenants::{self, SettingsUpdate, TenantStatus};
 use tenancy::SchemaName;
 
@@ -468,37 +469,34 @@ async fn backend_pid(conn: &mut sqlx::PgConnection) -> i32 {
         .unwrap()
 }
 
-/// Waits until every connection of `pool` is idle again: sqlx hands a released connection back
-/// from a task of its own, after a ping.
-async fn back_in_its_pool(pool: &sqlx::PgPool) {
-    while pool.num_idle() < pool.size() as usize {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 /// Each tenant keeps to its home pool, so only that pool's backends cache its tables and
 /// statements (see `tenancy::db::Db`).
 #[tokio::test]
 async fn a_tenant_is_served_by_the_connections_of_its_home_pool() {
     let db = routed_db().await;
     let schema = SchemaName::generate();
-    let home = &db.tenant_pools()[db.home_of(&schema)];
+    let home = db.home_of(&schema);
 
     let mut pids = std::collections::BTreeSet::new();
     for _ in 0..5 {
         let mut conn = tenancy::scope::read(&db, &schema).await.unwrap();
         pids.insert(backend_pid(conn.db().conn).await);
-        drop(conn);
-        back_in_its_pool(home).await;
+        conn.done();
         let mut tx = tenancy::scope::begin(&db, &schema).await.unwrap();
         pids.insert(backend_pid(tx.db().conn).await);
         tx.commit().await.unwrap();
-        back_in_its_pool(home).await;
     }
-    let home_pid = backend_pid(&mut home.acquire().await.unwrap()).await;
+    let home_pid = backend_pid(tenancy::scope::read(&db, &schema).await.unwrap().db().conn).await;
 
+    let opened: Vec<usize> = db.tenant_pools().iter().map(|p| p.status().size).collect();
     assert_eq!(db.tenant_pools().len(), 5);
     assert_eq!(pids.into_iter().collect::<Vec<_>>(), [home_pid]);
+    assert_eq!(
+        opened.iter().sum::<usize>(),
+        1,
+        "one connection opened: {opened:?}"
+    );
+    assert_eq!(opened[home], 1, "in the home pool: {opened:?}");
     let homes: std::collections::BTreeSet<usize> = (0..50)
         .map(|_| db.home_of(&SchemaName::generate()))
         .collect();
@@ -510,14 +508,8 @@ async fn a_tenant_is_served_by_the_connections_of_its_home_pool() {
 async fn a_tenant_whose_home_pool_is_busy_borrows_an_idle_connection() {
     let db = routed_db().await;
     let schema = SchemaName::generate();
-    for pool in db.tenant_pools() {
-        drop(pool.acquire().await.unwrap());
-    }
-    let mut held = db.tenant_pools()[db.home_of(&schema)]
-        .acquire()
-        .await
-        .unwrap();
-    let held_pid = backend_pid(&mut held).await;
+    let mut held = tenancy::scope::read(&db, &schema).await.unwrap();
+    let held_pid = backend_pid(held.db().conn).await;
 
     let mut borrowed =
         tokio::time::timeout(Duration::from_secs(10), tenancy::scope::read(&db, &schema))
@@ -526,6 +518,151 @@ async fn a_tenant_whose_home_pool_is_busy_borrows_an_idle_connection() {
             .unwrap();
 
     assert_ne!(backend_pid(borrowed.db().conn).await, held_pid);
+}
+
+/// With every connection in use, a request waits for the first one handed back in any pool,
+/// not only for one of its home pool.
+#[tokio::test]
+async fn a_waiting_tenant_takes_the_first_connection_handed_back_in_any_pool() {
+    let db = routed_db().await;
+    let schema = SchemaName::generate();
+    let home = db.home_of(&schema);
+    let mut one_per_home = std::collections::BTreeMap::new();
+    while one_per_home.len() < db.tenant_pools().len() {
+        let other = SchemaName::generate();
+        one_per_home.entry(db.home_of(&other)).or_insert(other);
+    }
+    // While a pool has room, a tenant's connection opens at home: one held per pool.
+    let mut held = Vec::new();
+    for (at, other) in &one_per_home {
+        held.push((*at, tenancy::scope::read(&db, other).await.unwrap()));
+    }
+    let elsewhere = held.iter().position(|(at, _)| *at != home).unwrap();
+    let (_, mut freed) = held.swap_remove(elsewhere);
+    let freed_pid = backend_pid(freed.db().conn).await;
+
+    let waiting = tokio::spawn({
+        let db = db.clone();
+        let schema = schema.clone();
+        async move {
+            let mut conn = tenancy::scope::read(&db, &schema).await.unwrap();
+            backend_pid(conn.db().conn).await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    freed.done();
+    let served_by = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("still waiting after a connection was handed back")
+        .unwrap();
+
+    assert_eq!(served_by, freed_pid);
+}
+
+/// One tenant connection in all, so every read below takes the same pooled connection.
+async fn one_connection_db() -> Db {
+    Db::connect(&DbConfig {
+        url: crate::helpers::database_url(),
+        max_connections: 2,
+        acquire_timeout: Duration::from_secs(10),
+        statement_cache: 100,
+        tenant_pools: 1,
+    })
+    .await
+    .unwrap()
+}
+
+async fn terminate_backend(pid: i32) {
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(&crate::helpers::database_url())
+        .await
+        .unwrap();
+    sqlx::query("select pg_terminate_backend($1)")
+        .bind(pid)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
+
+async fn read_backend_pid(db: &Db, schema: &SchemaName) -> Result<i32, sqlx::Error> {
+    let mut conn = tenancy::scope::read(db, schema).await?;
+    let pid = sqlx::query_scalar("select pg_backend_pid()")
+        .fetch_one(conn.db().conn)
+        .await?;
+    conn.done();
+    Ok(pid)
+}
+
+/// A read handed back with `done` is reused at once, without the round trip of a ping; a
+/// connection handed back after an error is checked before its next use and replaced when it
+/// is dead, so a connection Postgres dropped costs one failed request, not one per use.
+#[tokio::test]
+async fn a_dead_connection_fails_once_and_is_then_replaced() {
+    let db = one_connection_db().await;
+    let schema = SchemaName::generate();
+    let first = read_backend_pid(&db, &schema).await.unwrap();
+
+    terminate_backend(first).await;
+    let unchecked = read_backend_pid(&db, &schema).await;
+    let replaced = read_backend_pid(&db, &schema).await.unwrap();
+
+    assert!(
+        tenancy::Error::from(unchecked.expect_err("reused without a ping")).is_unavailable(),
+        "the dead connection's failure is answered as Postgres being unavailable"
+    );
+    assert_ne!(replaced, first);
+}
+
+/// A connection idle for more than a second is checked before use, so one that died while idle
+/// (a Postgres restart overnight) never reaches a request.
+#[tokio::test]
+async fn a_connection_that_died_while_idle_is_replaced_before_use() {
+    let db = one_connection_db().await;
+    let schema = SchemaName::generate();
+    let first = read_backend_pid(&db, &schema).await.unwrap();
+
+    terminate_backend(first).await;
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let next = read_backend_pid(&db, &schema).await;
+
+    assert_ne!(next.expect("checked and replaced before use"), first);
+}
+
+/// A transaction dropped without commit is rolled back before the connection serves anyone
+/// else: nothing it wrote is visible, and the next user is not inside it.
+#[tokio::test]
+async fn a_dropped_transaction_is_rolled_back_before_the_connection_is_reused() {
+    let db = one_connection_db().await;
+    let app = spawn_app().await;
+    let tenant = app.create_tenant().await;
+    let schema = tenant.tenant.schema.clone();
+
+    let mut tx = tenancy::scope::begin(&db, &schema).await.unwrap();
+    sqlx::query(&format!(
+        "insert into {schema}.groups (id, display_name) values (gen_random_uuid(), 'Dropped')"
+    ))
+    .execute(tx.db().conn)
+    .await
+    .unwrap();
+    drop(tx);
+    let mut conn = tenancy::scope::read(&db, &schema).await.unwrap();
+    let dropped: i64 = sqlx::query_scalar(&format!(
+        "select count(*) from {schema}.groups where display_name = 'Dropped'"
+    ))
+    .fetch_one(conn.db().conn)
+    .await
+    .unwrap();
+    let in_transaction: bool =
+        sqlx::query_scalar("select pg_current_xact_id_if_assigned() is not null")
+            .fetch_one(conn.db().conn)
+            .await
+            .unwrap();
+
+    assert_eq!(dropped, 0);
+    assert!(
+        !in_transaction,
+        "the next user runs outside the dropped transaction"
+    );
 }
 
 /// Tenant statements are planned once per connection, not five times first (see `tenancy::db`).
@@ -775,6 +912,20 @@ async fn slow_request_bodies_are_cut_with_408_in_scim_shape() {
     assert_eq!(app.user_count(&tenant).await, 0);
 }
 
+/// Takes every connection of the app's home pools, so tenant work finds none free.
+async fn hold_every_tenant_connection(app: &crate::helpers::TestApp) -> Vec<TenantConn> {
+    let db = &app.running.state.db;
+    let mut held = Vec::new();
+    for _ in 0..db.usage().max - db.control().options().get_max_connections() as usize {
+        held.push(
+            tenancy::scope::read(db, &SchemaName::generate())
+                .await
+                .unwrap(),
+        );
+    }
+    held
+}
+
 #[tokio::test]
 async fn an_exhausted_pool_answers_503_quickly_instead_of_hanging() {
     let app = spawn_app_with(|config| {
@@ -784,7 +935,7 @@ async fn an_exhausted_pool_answers_503_quickly_instead_of_hanging() {
     .await;
     let tenant = app.create_tenant().await;
     assert_eq!(app.scim_get(&tenant, SPC).await.status, 200);
-    let held = app.running.state.db.control().acquire().await.unwrap();
+    let held = hold_every_tenant_connection(&app).await;
 
     let started = Instant::now();
     let reply = app
@@ -810,7 +961,7 @@ async fn read_journal_entries_wait_out_a_starved_pool_instead_of_being_dropped()
     })
     .await;
     let tenant = app.create_tenant().await;
-    let held = app.running.state.db.control().acquire().await.unwrap();
+    let held = hold_every_tenant_connection(&app).await;
 
     let entry = Entry::new("starved-read", "scim.users.list", Outcome::Matched, 200);
     app.running
