@@ -25,6 +25,8 @@
 #
 # Options: --tenants N  --rate R  --duration 60s  --ramp 10s  --users N (existing users per new
 #   tenant)  --groups N  --batch N (members per PATCH)  --mix SPEC (see k6/entra-cycle.js)
+#   --burst N (each k6 VU sends N iterations to one tenant before picking another, the way an
+#   Entra job's cycle arrives; default 1, every iteration to a random tenant)
 #   --p95 MS  --p99 MS  --dropped-max N (iterations k6 may fail to start; default 0)
 #   --jobs N (tenant creates or migrations at once)  --db NAME  --no-build
 #   --warmup 20s (entra and scale: the mix at half the rate first, on the same server, not
@@ -33,7 +35,8 @@
 #   --phase LIST  --short (faults only; --short sets --tenants and --rate: give them after it)
 #
 # Environment: CARGO_BUILD_JOBS (default 2); LOAD_PORT (default 18080: the server; the
-# replicas, the balancer and the FusionAuth double use the next few ports).
+# replicas, the balancer and the FusionAuth double use the next few ports); ROSTER_BIN (measure
+# this roster binary instead of building target/release/roster: for before/after runs).
 #
 # Output: load-tests/results/<time>-<profile>/ (logs, k6 exports, samples, summary.json) and a
 # copy of the summary at load-tests/results/<profile>-latest.json. Exit status 0 when every
@@ -62,6 +65,7 @@ tenants=100 rate=2500 duration=60s ramp=0s users=20 groups=2 batch=5 p95=25 p99=
 warmup=0s
 dropped_max=0
 mix=
+burst=1
 case $profile in
   smoke) tenants=3 rate=40 duration=20s users=10 p95=250 p99=500 dropped_max=1000000000 ;;
   entra) ramp=10s warmup=20s ;;
@@ -91,6 +95,7 @@ while [ $# -gt 0 ]; do
     --jobs) jobs=$2; shift 2 ;;
     --db) db=$2; shift 2 ;;
     --warmup) warmup=$2; shift 2 ;;
+    --burst) burst=$2; shift 2 ;;
     --no-build) build=0; shift ;;
     --phase) faults_phases=$2; shift 2 ;;
     --short) faults_short=1; tenants=5; rate=100; shift ;;
@@ -105,7 +110,8 @@ pg=postgres://postgres@127.0.0.1:5432
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out=$here/results/$stamp-$profile
 mkdir -p "$out" "$here/.state"
-roster=$root/target/release/roster
+roster=${ROSTER_BIN:-$root/target/release/roster}
+[ -z "${ROSTER_BIN:-}" ] || build=0
 k6=$root/.tools/venv-k6/bin/k6
 
 log() { printf '%s run.sh: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -259,13 +265,14 @@ warm_up() {
 entra_env() {
   local seed_file=$1 base=$2
   echo BASE_URL="$base" SEED="$seed_file" RATE="$rate" DURATION="$duration" RAMP="$ramp" \
-    BATCH="$batch" P95_MS="$p95" P99_MS="$p99" DROPPED_MAX="$dropped_max" ${mix:+MIX="$mix"}
+    BATCH="$batch" P95_MS="$p95" P99_MS="$p99" DROPPED_MAX="$dropped_max" BURST="$burst" \
+    ${mix:+MIX="$mix"}
 }
 
 summarize() {
   local params
-  params=$(printf '{"tenants":%s,"rate":%s,"duration":"%s","ramp":"%s","users":%s,"groups":%s,"batch":%s,"p95_ms":%s,"p99_ms":%s,"mix":"%s","db":"%s","command":"load-tests/run.sh %s"}' \
-    "$tenants" "$rate" "$duration" "$ramp" "$users" "$groups" "$batch" "$p95" "$p99" "$mix" "$db" "$profile $arguments")
+  params=$(printf '{"tenants":%s,"rate":%s,"duration":"%s","ramp":"%s","users":%s,"groups":%s,"batch":%s,"burst":%s,"p95_ms":%s,"p99_ms":%s,"mix":"%s","db":"%s","command":"load-tests/run.sh %s"}' \
+    "$tenants" "$rate" "$duration" "$ramp" "$users" "$groups" "$batch" "$burst" "$p95" "$p99" "$mix" "$db" "$profile $arguments")
   local code=0
   python3 "$here/summarize.py" --out "$out/summary.json" --profile "$profile" --params "$params" \
     --samples "$out/samples.jsonl" --seed "$out/seed.json" "${k6_runs[@]}" "${extra[@]}" || code=$?

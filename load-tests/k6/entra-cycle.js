@@ -24,7 +24,8 @@
 // "probe:5,provision:20,group:30,rematch:45"), BATCH (members per PATCH), P95_MS and P99_MS
 // (per-operation thresholds), DROPPED_MAX (iterations k6 may fail to start), MAX_VUS,
 // VU_SECONDS (how long an iteration may take when sizing each flow's VUs; default 0.2),
-// RUN_ID (makes created users unique across runs).
+// RUN_ID (makes created users unique across runs), BURST (iterations of one tenant's cycle each
+// VU runs in a row; default 1: every iteration picks a random tenant).
 //
 // FAULTS=1 (the `faults` profile, while a dependency is being broken): a 503 that carries
 // `Retry-After` is an accepted answer (Entra retries it later) and ends the flow; a 503 without
@@ -61,6 +62,7 @@ const P95_MS = envNumber('P95_MS', 25);
 const P99_MS = envNumber('P99_MS', 50);
 const DROPPED_MAX = envNumber('DROPPED_MAX', 0);
 const MAX_VUS = envNumber('MAX_VUS', 300);
+const BURST = Math.max(1, envNumber('BURST', 1));
 const VU_SECONDS = envNumber('VU_SECONDS', 0.2);
 const MIX = envString('MIX', 'probe:5,provision:20,group:30,rematch:45');
 const FAULTS = envString('FAULTS', '') !== '';
@@ -166,9 +168,24 @@ export function setup() {
 const TENANT_MEMO = 128;
 const addressed = new Map();
 
-/** A random tenant with how Entra would address it. */
+// BURST > 1 shapes traffic the way Entra's jobs send it: a tenant's provisioning cycle is a run
+// of requests from that tenant's job, not requests scattered one by one over all tenants. Each VU
+// then stays with the tenant it picked for BURST iterations of its flow before picking another.
+let burstTenant = null;
+let burstLeft = 0;
+
+/** The tenant of the VU's current burst, or a new random one, with how Entra would address it. */
 function pickTenant() {
-  const index = Math.floor(Math.random() * tenants.length);
+  if (burstLeft > 0) {
+    burstLeft -= 1;
+    return burstTenant;
+  }
+  burstTenant = addressTenant(Math.floor(Math.random() * tenants.length));
+  burstLeft = BURST - 1;
+  return burstTenant;
+}
+
+function addressTenant(index) {
   const known = addressed.get(index);
   if (known !== undefined) return known;
   const tenant = tenants[index];
