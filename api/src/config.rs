@@ -52,11 +52,13 @@ pub struct StoreConfig {
     )]
     pub database_url: Secret,
 
-    /// Most connections in the shared pool (all tenants share it).
+    /// Postgres connections per replica: a fifth (one to four) for the control schema, the rest
+    /// (at least one) for the tenants' home pools.
     #[arg(long, env = "ROSTER_DB_MAX_CONNECTIONS", default_value_t = 20)]
     pub db_max_connections: u32,
 
-    /// How long a request waits for a pooled connection before answering 503.
+    /// How long a request waits for a pooled connection (of the control pool, then of the tenant
+    /// pools) before answering 503.
     #[arg(long, env = "ROSTER_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 2000)]
     pub db_acquire_timeout_ms: u64,
 
