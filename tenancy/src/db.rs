@@ -169,10 +169,13 @@ impl Db {
             .map_err(|_| sqlx::Error::PoolTimedOut)?
             .map_err(|_| sqlx::Error::PoolClosed)?;
         let home = self.home_of(schema);
-        // Holding a permit means some pool has a connection free; another request holding one
-        // may take it between the look and the take, and then another pool has one.
+        let count = self.tenants.len();
+        // Holding a permit means some pool has a connection free (idle, or room to open one);
+        // another request holding one may take it between the look and the take, and then
+        // another pool has one. Pools are tried from home onwards.
         loop {
-            if let Some(pool) = self.pool_with_room(home) {
+            for step in 0..count {
+                let pool = &self.tenants[(home + step) % count];
                 let within = deadline.saturating_duration_since(Instant::now());
                 if let Some(pooled) = home_pool::take_now(pool, within).await? {
                     return Ok(Taken::home(pooled, free));
@@ -183,17 +186,6 @@ impl Db {
             }
             tokio::task::yield_now().await;
         }
-    }
-
-    /// The home pool if it has a connection free, else the first other pool that has.
-    fn pool_with_room(&self, home: usize) -> Option<&HomePool> {
-        let count = self.tenants.len();
-        (0..count)
-            .map(|step| &self.tenants[(home + step) % count])
-            .find(|pool| {
-                let status = pool.status();
-                status.available > 0 || status.size < status.max_size
-            })
     }
 }
 
