@@ -449,17 +449,22 @@ async fn scoping_does_not_leak_into_the_pool() {
     assert_eq!(path, "roster_control");
 }
 
-/// Six connections, a tenant pool per connection after the control pool's one.
-async fn routed_db() -> Db {
+/// A server's pools of `max_connections` in all, the tenants' split into `tenant_pools`.
+async fn pools_of(max_connections: u32, tenant_pools: u32) -> Db {
     Db::connect(&DbConfig {
         url: crate::helpers::database_url(),
-        max_connections: 6,
-        acquire_timeout: Duration::from_secs(60),
+        max_connections,
+        acquire_timeout: Duration::from_secs(30),
         statement_cache: 100,
-        tenant_pools: 0,
+        tenant_pools,
     })
     .await
     .unwrap()
+}
+
+/// Six connections, a tenant pool per connection after the control pool's one.
+async fn routed_db() -> Db {
+    pools_of(6, 0).await
 }
 
 async fn backend_pid(conn: &mut sqlx::PgConnection) -> i32 {
@@ -561,15 +566,7 @@ async fn a_waiting_tenant_takes_the_first_connection_handed_back_in_any_pool() {
 
 /// One tenant connection in all, so every read below takes the same pooled connection.
 async fn one_connection_db() -> Db {
-    Db::connect(&DbConfig {
-        url: crate::helpers::database_url(),
-        max_connections: 2,
-        acquire_timeout: Duration::from_secs(10),
-        statement_cache: 100,
-        tenant_pools: 1,
-    })
-    .await
-    .unwrap()
+    pools_of(2, 1).await
 }
 
 async fn terminate_backend(pid: i32) {
