@@ -569,12 +569,14 @@ async fn one_connection_db() -> Db {
     pools_of(2, 1).await
 }
 
+/// Ends the Postgres backend `pid`, waiting (up to 5 s) until it has exited, so the next use of
+/// its connection cannot reach it first.
 async fn terminate_backend(pid: i32) {
     use sqlx::Connection;
     let mut admin = sqlx::PgConnection::connect(&crate::helpers::database_url())
         .await
         .unwrap();
-    sqlx::query("select pg_terminate_backend($1)")
+    sqlx::query("select pg_terminate_backend($1, 5000)")
         .bind(pid)
         .execute(&mut admin)
         .await
