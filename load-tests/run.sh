@@ -66,10 +66,11 @@ warmup=0s
 dropped_max=0
 mix=
 burst=1
+visit=0
 case $profile in
   smoke) tenants=3 rate=40 duration=20s users=10 p95=250 p99=500 dropped_max=1000000000 ;;
   entra) ramp=10s warmup=20s ;;
-  scale) tenants=10000 rate=500 users=5 groups=1 ;;
+  scale) tenants=10000 rate=500 users=5 groups=1 visit=1 ;;
   support) rate=50 p95=50 p99=100 ;;
   restart) tenants=20 rate=200 p95=250 p99=1000 dropped_max=1000000000 ;;
   tenants) tenants=1000 jobs=8 ;;
@@ -96,6 +97,7 @@ while [ $# -gt 0 ]; do
     --db) db=$2; shift 2 ;;
     --warmup) warmup=$2; shift 2 ;;
     --burst) burst=$2; shift 2 ;;
+    --visit) visit=1; shift ;;
     --no-build) build=0; shift ;;
     --phase) faults_phases=$2; shift 2 ;;
     --short) faults_short=1; tenants=5; rate=100; shift ;;
@@ -252,6 +254,20 @@ run_k6() {
   k6_finish
 }
 
+# visit_tenants SEED BASE: every tenant runs each flow once, unmeasured (scale: the cycle a
+# long-running server has already served for each tenant; see VISIT in k6/entra-cycle.js).
+visit_tenants() {
+  local count started
+  count=$(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["tenants"]))' "$1")
+  started=$(now)
+  log "k6 visit: each of $count tenants runs every flow once (not measured)"
+  # shellcheck disable=SC2046
+  env $(entra_env "$1" "$2") VISIT=1 RUN_ID="$stamp-visit-$count" GOGC="$k6_gogc" \
+    "$k6" run --no-usage-report --quiet "$here/k6/entra-cycle.js" >"$out/k6-visit-$count.log" 2>&1 ||
+    log "k6 visit of $count tenants failed: $out/k6-visit-$count.log"
+  log "k6 visit: $count tenants in $(python3 -c 'import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 1))' "$started" "$(now)") s"
+}
+
 # warm_up SEED BASE: the Entra mix at half the rate for --warmup, unmeasured and unjudged.
 warm_up() {
   [ "$warmup" != 0s ] && [ "$warmup" != 0 ] || return 0
@@ -291,6 +307,7 @@ single_server() {
 
 profile_entra() {
   single_server
+  [ "$visit" = 0 ] || visit_tenants "$out/seed.json" "http://127.0.0.1:$port"
   warm_up "$out/seed.json" "http://127.0.0.1:$port"
   # shellcheck disable=SC2046
   run_k6 "$profile" "$here/k6/entra-cycle.js" $(entra_env "$out/seed.json" "http://127.0.0.1:$port")
@@ -305,9 +322,11 @@ seed["tenants"] = seed["tenants"][:10]
 json.dump(seed, open(sys.argv[2], "w"))
 PY
   local base=http://127.0.0.1:$port
+  [ "$visit" = 0 ] || visit_tenants "$out/seed-10.json" "$base"
   warm_up "$out/seed-10.json" "$base"
   # shellcheck disable=SC2046
   run_k6 "tenants-10" "$here/k6/entra-cycle.js" $(entra_env "$out/seed-10.json" "$base")
+  [ "$visit" = 0 ] || visit_tenants "$out/seed.json" "$base"
   warm_up "$out/seed.json" "$base"
   # shellcheck disable=SC2046
   run_k6 "tenants-$tenants" "$here/k6/entra-cycle.js" $(entra_env "$out/seed.json" "$base")

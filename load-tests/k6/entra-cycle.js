@@ -27,6 +27,11 @@
 // RUN_ID (makes created users unique across runs), BURST (iterations of one tenant's cycle each
 // VU runs in a row; default 1: every iteration picks a random tenant).
 //
+// VISIT=1 replaces the open workload with one pass over the tenants: every tenant runs each flow
+// once, VISIT_VUS (default 8) tenants at a time. It stands for the cycle a long-running server
+// has already served for each of its tenants, so that a measurement that follows sees the
+// steady state rather than every tenant's first request on a fresh server.
+//
 // FAULTS=1 (the `faults` profile, while a dependency is being broken): a 503 that carries
 // `Retry-After` is an accepted answer (Entra retries it later) and ends the flow; a 503 without
 // it, or any other unexpected status, counts in `scim_unexpected` / `scim_503_no_retry_after`,
@@ -68,6 +73,8 @@ const MIX = envString('MIX', 'probe:5,provision:20,group:30,rematch:45');
 const FAULTS = envString('FAULTS', '') !== '';
 const REQUEST_TIMEOUT = envString('REQUEST_TIMEOUT', '60s');
 const REQUEST_ID_PREFIX = envString('RUN_ID', 'k6');
+const VISIT = envString('VISIT', '') !== '';
+const VISIT_VUS = envNumber('VISIT_VUS', 8);
 let requestSeq = 0;
 
 // Under FAULTS a 503 is an answer the client is meant to retry, not a failed request.
@@ -105,7 +112,25 @@ function parseMix(raw) {
   return shares;
 }
 
+/** One pass over the tenants, each running every flow once (VISIT=1). */
+function visitOptions() {
+  return {
+    scenarios: {
+      visit: {
+        executor: 'shared-iterations',
+        exec: 'visit',
+        vus: Math.min(VISIT_VUS, tenants.length),
+        iterations: tenants.length,
+        maxDuration: '1h',
+      },
+    },
+    thresholds: { http_req_failed: ['rate==0'], checks: ['rate==1'] },
+    systemTags: ['status', 'method', 'name', 'scenario', 'check', 'error', 'error_code'],
+  };
+}
+
 function buildOptions() {
+  if (VISIT) return visitOptions();
   const shares = parseMix(MIX);
   const total = Object.values(shares).reduce((a, b) => a + b, 0);
   const scenarios = {};
@@ -173,9 +198,12 @@ const addressed = new Map();
 // then stays with the tenant it picked for BURST iterations of its flow before picking another.
 let burstTenant = null;
 let burstLeft = 0;
+// Under VISIT the tenant every flow of the current iteration addresses.
+let visiting = null;
 
 /** The tenant of the VU's current burst, or a new random one, with how Entra would address it. */
 function pickTenant() {
+  if (visiting !== null) return visiting;
   if (burstLeft > 0) {
     burstLeft -= 1;
     return burstTenant;
@@ -360,4 +388,14 @@ export function rematch() {
     'user_rematch: 200 the user',
     (r) => r.status === 200 && listCount(r) === 1 && r.body.includes(`"id":"${user.id}"`),
   );
+}
+
+/** VISIT=1: the tenant of this iteration (each tenant once) runs every flow. */
+export function visit(data) {
+  visiting = addressTenant(exec.scenario.iterationInTest);
+  probe();
+  provision(data);
+  group();
+  rematch();
+  visiting = null;
 }
