@@ -42,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
         acquire_timeout: Duration::from_secs(30),
         statement_cache: 100,
         tenant_pools: 0,
+        borrow_cold_after: Duration::ZERO,
     })
     .await
     .context("cannot connect to Postgres")?;

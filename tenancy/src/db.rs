@@ -11,7 +11,9 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::home_pool::{self, HomePool, Taken, IDLE_BEFORE_PING};
+use deadpool::managed::Object;
+
+use crate::home_pool::{self, Connector, HomePool, Taken, IDLE_BEFORE_PING};
 use crate::SchemaName;
 
 /// Name of the schema that holds the tenant registry, keys and audit trail.
@@ -28,6 +30,9 @@ pub struct DbConfig {
     /// How many pools [`Db::connect`] splits the tenants' connections into; 0 gives each
     /// tenant connection a pool of its own.
     pub tenant_pools: u32,
+    /// How long a request waits for its tenant's home pool before it takes a connection from a
+    /// pool that has not served the tenant (see [`Db::take_for`]).
+    pub borrow_cold_after: Duration,
 }
 
 /// Opens the pool, creating the database first when it does not exist yet.
@@ -75,9 +80,9 @@ async fn open_pool(
 /// and builds caches before it can run the query. With a home pool each backend holds only its
 /// share of the tenants, and a tenant's requests find their statements prepared.
 ///
-/// A request whose home pool has no idle connection (and no room to open one) borrows an idle
-/// connection from another pool rather than queueing behind its neighbours; only when no pool
-/// has one idle does it wait, at home.
+/// A request whose home pool has no idle connection (and no room to open one) borrows one from
+/// another pool that has served its tenant before; failing that it waits briefly at home, and
+/// only then borrows from a pool that has not (see [`Db::take_for`]).
 #[derive(Clone, Debug)]
 pub struct Db {
     control: PgPool,
@@ -87,6 +92,7 @@ pub struct Db {
     /// serves it, rather than only one of its home pool.
     free: Arc<Semaphore>,
     acquire_timeout: Duration,
+    borrow_cold_after: Duration,
 }
 
 impl Db {
@@ -110,6 +116,7 @@ impl Db {
             tenants: tenants.into(),
             free: Arc::new(Semaphore::new(tenant_connections)),
             acquire_timeout: config.acquire_timeout,
+            borrow_cold_after: config.borrow_cold_after,
         })
     }
 
@@ -125,9 +132,7 @@ impl Db {
 
     /// Which of [`Db::tenant_pools`] is `schema`'s home.
     pub fn home_of(&self, schema: &SchemaName) -> usize {
-        let mut hasher = DefaultHasher::new();
-        schema.hash(&mut hasher);
-        (hasher.finish() % self.tenants.len() as u64) as usize
+        self.home_index(tenant_hash(schema))
     }
 
     /// Connections open, idle and allowed, over every pool.
@@ -160,25 +165,77 @@ impl Db {
         self.control.close().await;
     }
 
-    /// A connection for `schema`: from its home pool unless that one is busy and another has
-    /// a connection free, waiting (up to the acquire timeout) when every one is in use.
+    /// A connection for `schema`, waiting (up to the acquire timeout) when every one is in use:
+    ///
+    /// 1. from its home pool, or from another pool that has served the tenant lately, when one
+    ///    of them has a connection free;
+    /// 2. else from its home pool as soon as one comes back, for up to
+    ///    [`DbConfig::borrow_cold_after`];
+    /// 3. else from whichever pool has one free, home onwards.
     async fn take_for(&self, schema: &SchemaName) -> Result<Taken, sqlx::Error> {
         let deadline = Instant::now() + self.acquire_timeout;
         let free = tokio::time::timeout_at(deadline, self.free.clone().acquire_owned())
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?
             .map_err(|_| sqlx::Error::PoolClosed)?;
-        let home = self.home_of(schema);
-        let count = self.tenants.len();
+        let tenant = tenant_hash(schema);
+        let home = self.home_index(tenant);
+        if let Some(pooled) = self.take_warm(home, tenant, deadline).await? {
+            return Ok(Taken::home(pooled, free));
+        }
+        if let Some(pooled) = self.wait_at_home(home, deadline).await? {
+            return Ok(Taken::home(pooled, free));
+        }
+        let pooled = self.take_any(home, tenant, deadline).await?;
+        Ok(Taken::home(pooled, free))
+    }
+
+    /// A free connection of the home pool, or of a pool that has served `tenant` lately.
+    async fn take_warm(
+        &self,
+        home: usize,
+        tenant: u64,
+        deadline: Instant,
+    ) -> Result<Option<Object<Connector>>, sqlx::Error> {
+        for (step, pool) in self.pools_from(home).enumerate() {
+            if step > 0 && !pool.manager().has_served(tenant) {
+                continue;
+            }
+            let within = deadline.saturating_duration_since(Instant::now());
+            if let Some(pooled) = home_pool::take_now(pool, within).await? {
+                return Ok(Some(pooled));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The home pool's next connection to come back within [`DbConfig::borrow_cold_after`].
+    async fn wait_at_home(
+        &self,
+        home: usize,
+        deadline: Instant,
+    ) -> Result<Option<Object<Connector>>, sqlx::Error> {
+        let within = deadline.saturating_duration_since(Instant::now());
+        let wait = within.min(self.borrow_cold_after);
+        home_pool::take_waiting(&self.tenants[home], wait, within).await
+    }
+
+    /// A free connection of any pool, home onwards; the pool lending it remembers the tenant.
+    async fn take_any(
+        &self,
+        home: usize,
+        tenant: u64,
+        deadline: Instant,
+    ) -> Result<Object<Connector>, sqlx::Error> {
         // Holding a permit means some pool has a connection free (idle, or room to open one);
         // another request holding one may take it between the look and the take, and then
-        // another pool has one. Pools are tried from home onwards.
+        // another pool has one.
         loop {
-            for step in 0..count {
-                let pool = &self.tenants[(home + step) % count];
+            for pool in self.pools_from(home) {
                 let within = deadline.saturating_duration_since(Instant::now());
                 if let Some(pooled) = home_pool::take_now(pool, within).await? {
-                    return Ok(Taken::home(pooled, free));
+                    pool.manager().serving(tenant);
+                    return Ok(pooled);
                 }
             }
             if Instant::now() >= deadline {
@@ -187,6 +244,24 @@ impl Db {
             tokio::task::yield_now().await;
         }
     }
+
+    /// Every tenant pool once, starting at `home`.
+    fn pools_from(&self, home: usize) -> impl Iterator<Item = &HomePool> {
+        let count = self.tenants.len();
+        (0..count).map(move |step| &self.tenants[(home + step) % count])
+    }
+
+    fn home_index(&self, tenant: u64) -> usize {
+        (tenant % self.tenants.len() as u64) as usize
+    }
+}
+
+/// The hash that picks a tenant's home pool and names it in the pools' memory of whom they
+/// served.
+fn tenant_hash(schema: &SchemaName) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    schema.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Connections over all of a [`Db`]'s pools.

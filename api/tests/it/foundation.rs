@@ -423,6 +423,7 @@ async fn scoping_does_not_leak_into_the_pool() {
         acquire_timeout: Duration::from_secs(5),
         statement_cache: 100,
         tenant_pools: 0,
+        borrow_cold_after: Duration::ZERO,
     })
     .await
     .unwrap();
@@ -451,12 +452,22 @@ async fn scoping_does_not_leak_into_the_pool() {
 
 /// A server's pools of `max_connections` in all, the tenants' split into `tenant_pools`.
 async fn pools_of(max_connections: u32, tenant_pools: u32) -> Db {
+    pools_borrowing_after(max_connections, tenant_pools, Duration::from_millis(10)).await
+}
+
+/// [`pools_of`], a busy tenant waiting `borrow_cold_after` for its home pool.
+async fn pools_borrowing_after(
+    max_connections: u32,
+    tenant_pools: u32,
+    borrow_cold_after: Duration,
+) -> Db {
     Db::connect(&DbConfig {
         url: crate::helpers::database_url(),
         max_connections,
         acquire_timeout: Duration::from_secs(30),
         statement_cache: 100,
         tenant_pools,
+        borrow_cold_after,
     })
     .await
     .unwrap()
@@ -508,7 +519,7 @@ async fn a_tenant_is_served_by_the_connections_of_its_home_pool() {
     assert!(homes.len() >= 3, "tenants spread over the pools: {homes:?}");
 }
 
-/// A tenant whose home pool is busy borrows an idle connection elsewhere instead of waiting.
+/// A tenant whose home pool is busy borrows an idle connection elsewhere after a short wait.
 #[tokio::test]
 async fn a_tenant_whose_home_pool_is_busy_borrows_an_idle_connection() {
     let db = routed_db().await;
@@ -523,6 +534,60 @@ async fn a_tenant_whose_home_pool_is_busy_borrows_an_idle_connection() {
             .unwrap();
 
     assert_ne!(backend_pid(borrowed.db().conn).await, held_pid);
+}
+
+/// A tenant whose home pool is busy waits for it rather than taking at once a connection whose
+/// backend has never served the tenant (and would first build its caches and statements).
+#[tokio::test]
+async fn a_busy_tenant_waits_for_its_home_pool_before_borrowing_a_cold_connection() {
+    let db = pools_borrowing_after(6, 0, Duration::from_secs(20)).await;
+    let schema = SchemaName::generate();
+    let mut held = tenancy::scope::read(&db, &schema).await.unwrap();
+    let home_pid = backend_pid(held.db().conn).await;
+
+    let waiting = tokio::spawn({
+        let db = db.clone();
+        let schema = schema.clone();
+        async move { read_backend_pid(&db, &schema).await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waited = !waiting.is_finished();
+    held.done();
+    let served_by = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("still waiting after the home connection was handed back")
+        .unwrap();
+
+    assert!(waited, "borrowed a cold connection instead of waiting");
+    assert_eq!(served_by, home_pid);
+}
+
+/// A busy tenant takes at once a connection of a pool that has served it before, even when a
+/// pool that never has comes first after its home.
+#[tokio::test]
+async fn a_busy_tenant_borrows_first_from_a_pool_that_has_served_it() {
+    let db = pools_borrowing_after(6, 0, Duration::from_millis(200)).await;
+    let schema = SchemaName::generate();
+    let home = db.home_of(&schema);
+    let next = (home + 1) % db.tenant_pools().len();
+    let neighbour = loop {
+        let other = SchemaName::generate();
+        if db.home_of(&other) == next {
+            break other;
+        }
+    };
+    let held_home = tenancy::scope::read(&db, &schema).await.unwrap();
+    let mut held_next = tenancy::scope::read(&db, &neighbour).await.unwrap();
+    let next_pid = backend_pid(held_next.db().conn).await;
+    // Home and the pool after it busy: after its wait the tenant borrows from a third pool.
+    let lender_pid = read_backend_pid(&db, &schema).await.unwrap();
+    held_next.done();
+
+    let served_by = read_backend_pid(&db, &schema).await.unwrap();
+
+    assert_ne!(lender_pid, next_pid);
+    assert_eq!(served_by, lender_pid, "not the pool that served the tenant");
+    held_home.done();
 }
 
 /// With every connection in use, a request waits for the first one handed back in any pool,

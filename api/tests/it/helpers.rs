@@ -39,6 +39,7 @@ pub fn test_config() -> ServeConfig {
             db_acquire_timeout_ms: 2000,
             db_statement_cache: 2000,
             db_tenant_pools: 0,
+            db_borrow_cold_after_ms: 10,
             redis_url: redis_url().parse().expect("infallible"),
         },
         listen: "127.0.0.1:0".parse().expect("a socket address"),

@@ -22,6 +22,7 @@ async fn fresh_database() -> (PgPool, String) {
         acquire_timeout: std::time::Duration::from_secs(5),
         statement_cache: 100,
         tenant_pools: 0,
+        borrow_cold_after: std::time::Duration::ZERO,
     })
     .await
     .unwrap();
