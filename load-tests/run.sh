@@ -70,7 +70,7 @@ visit=0
 case $profile in
   smoke) tenants=3 rate=40 duration=20s users=10 p95=250 p99=500 dropped_max=1000000000 ;;
   entra) ramp=10s warmup=20s ;;
-  scale) tenants=10000 rate=500 users=5 groups=1 visit=1 ;;
+  scale) tenants=10000 rate=500 users=5 groups=1 visit=1 warmup=20s ;;
   support) rate=50 p95=50 p99=100 ;;
   restart) tenants=20 rate=200 p95=250 p99=1000 dropped_max=1000000000 ;;
   tenants) tenants=1000 jobs=8 ;;
