@@ -11,7 +11,8 @@
 #   entra    the Entra mix over many tenants [100 tenants, 2,500 req/s for 60 s after a 10 s ramp,
 #            0 errors, p95 < 25 ms and p99 < 50 ms per operation; measured after a 20 s warm-up]
 #   scale    the same rate over 10 tenants, then over 10,000 (same database): compares p95
-#            [500 req/s, 60 s each, 5 users and 1 group per new tenant]
+#            [500 req/s, 60 s each, 5 users and 1 group per new tenant; each tenant is visited
+#            once and the mix warms up 20 s before each measurement]
 #   support  support staff reading the admin API (k6/support-read.js) [100 tenants, 50 req/s, 60 s]
 #   restart  two replicas behind load-tests/lb.py; one is SIGTERMed a quarter into the run and
 #            started again, then the other: no request may fail [20 tenants, 200 req/s, 60 s;
@@ -32,6 +33,8 @@
 #   --warmup 20s (entra and scale: the mix at half the rate first, on the same server, not
 #   measured: a fresh server's connections prepare every tenant's statements once, and Postgres
 #   builds each backend's caches of the tenant tables; the steady state is what is measured)
+#   --visit (entra and scale: before the warm-up, every tenant runs each flow once, unmeasured:
+#   the state a server reaches after one Entra cycle of each tenant)
 #   --phase LIST  --short (faults only; --short sets --tenants and --rate: give them after it)
 #
 # Environment: CARGO_BUILD_JOBS (default 2); LOAD_PORT (default 18080: the server; the
