@@ -39,7 +39,9 @@
 #
 # Environment: CARGO_BUILD_JOBS (default 2); LOAD_PORT (default 18080: the server; the
 # replicas, the balancer and the FusionAuth double use the next few ports); ROSTER_BIN (measure
-# this roster binary instead of building target/release/roster: for before/after runs).
+# this roster binary instead of building target/release/roster: for before/after runs); LOAD_PG
+# (default postgres://postgres@127.0.0.1:5432: the Postgres server to use, without a database;
+# the machine's own is started when it is not running, another must already run).
 #
 # Output: load-tests/results/<time>-<profile>/ (logs, k6 exports, samples, summary.json) and a
 # copy of the summary at load-tests/results/<profile>-latest.json. Exit status 0 when every
@@ -111,7 +113,7 @@ done
 
 port=${LOAD_PORT:-18080}
 replica_a=$((port + 1)) replica_b=$((port + 2)) lb_port=$((port + 10)) fa_port=$((port + 11))
-pg=postgres://postgres@127.0.0.1:5432
+pg=${LOAD_PG:-postgres://postgres@127.0.0.1:5432}
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out=$here/results/$stamp-$profile
 mkdir -p "$out" "$here/.state"
@@ -402,8 +404,8 @@ profile_tenants() {
   fi
   bash .ci/services.sh >/dev/null
   local timing_db=${db}_timing
-  PGOPTIONS="-c client_min_messages=warning" psql -X -q -h 127.0.0.1 -U postgres \
-    -c "drop database if exists \"$timing_db\"" postgres
+  PGOPTIONS="-c client_min_messages=warning" psql -X -q \
+    -c "drop database if exists \"$timing_db\"" "$pg/postgres"
   log "creating $tenants tenants and migrating them ($jobs at a time) in $timing_db"
   "$root/target/release/examples/tenant_timing" --database-url "$pg/$timing_db" \
     --tenants "$tenants" --concurrency "$jobs" | tee "$out/summary.json"
