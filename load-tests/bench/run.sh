@@ -31,7 +31,8 @@ server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 1 50); do curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
 
-# The query Roster sends for the match (api/src/directory/listing.rs), for EXPLAIN and pgbench.
+# The query Roster sends for the match, for EXPLAIN and pgbench: the shape of
+# api/src/directory/listing.rs with the columns of api/src/directory/users.rs.
 columns="id, user_name, external_id, display_name, given_name, family_name, formatted_name, \
 work_email, emails, active, source, fusionauth_user_id, fusionauth_link, created_at, updated_at"
 base="http://127.0.0.1:$port/scim/v2/$slug"
@@ -39,31 +40,31 @@ match="$base/Users?filter=emails%5Btype+eq+%22work%22%5D.value+eq+%22user4242%40
 auth="Authorization: Bearer $key"
 curl -fsS -H "$auth" "$match" | grep -q '"totalResults":1' || { echo "match query finds nothing"; exit 1; }
 
-# CPU seconds (user + system) used so far by the processes named, summed over all of them, with
-# the children they reaped (the postmaster reaps exited backends, such as pgbench's). The server
-# is found by its pid, since ROSTER_BIN may give the binary any name.
+# CPU seconds (user + system) used so far by the processes PIDS (space-separated), summed, with
+# the children they reaped (the postmaster reaps exited backends, such as pgbench's).
 clock_ticks=$(getconf CLK_TCK)
 cpu_seconds() {
-  local pids
-  if [ "$1" = roster ]; then pids=$server; else pids=$(pgrep -d ' ' -x "$1" || true); fi
   # shellcheck disable=SC2086
-  [ -n "$pids" ] && cat $(printf '/proc/%s/stat ' $pids) 2>/dev/null |
+  [ -n "$1" ] && cat $(printf '/proc/%s/stat ' $1) 2>/dev/null |
     awk -v hz="$clock_ticks" '{ sum += $14 + $15 + $16 + $17 } END { printf "%.3f", sum / hz }' || echo 0
 }
+# The same for every process named NAME. The server is counted by its pid instead, since
+# ROSTER_BIN may give the binary any name.
+cpu_seconds_of() { cpu_seconds "$(pgrep -d ' ' -x "$1" || true)"; }
 # measure NAME COMMAND...: runs a load generator and prints the CPU each process used per
 # request: roster, every postgres process, redis-server, and the generator itself.
 measure() {
   local name=$1 before_roster before_pg before_redis out requests generator
   shift
-  before_roster=$(cpu_seconds roster) before_pg=$(cpu_seconds postgres)
-  before_redis=$(cpu_seconds redis-server)
+  before_roster=$(cpu_seconds "$server") before_pg=$(cpu_seconds_of postgres)
+  before_redis=$(cpu_seconds_of redis-server)
   out=$(TIMEFORMAT='generator-cpu %U %S'; { time "$@" 2>&1; } 2>&1)
   echo "$out" | grep -v '^generator-cpu'
   generator=$(echo "$out" | awk '/^generator-cpu/ { print $2 + $3 }')
   requests=$(echo "$out" | awk '/requests in/ { print $1 }
     /number of transactions actually processed/ { print $NF }' | head -n 1 | tr -d ,)
-  python3 - "$name" "$requests" "$generator" "$before_roster" "$(cpu_seconds roster)" \
-    "$before_pg" "$(cpu_seconds postgres)" "$before_redis" "$(cpu_seconds redis-server)" <<'PY2'
+  python3 - "$name" "$requests" "$generator" "$before_roster" "$(cpu_seconds "$server")" \
+    "$before_pg" "$(cpu_seconds_of postgres)" "$before_redis" "$(cpu_seconds_of redis-server)" <<'PY2'
 import sys
 name, requests = sys.argv[1], int(sys.argv[2].split("/")[0])
 generator, r0, r1, p0, p1, d0, d1 = map(float, sys.argv[3:])
